@@ -1,0 +1,39 @@
+"""Test-wide setup: quiet, single-threaded, deterministic TensorFlow.
+
+This file sits at the repository root so that it also applies to the doctests
+collected from the package (``pytest --doctest-modules``).
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# Tests must never reach the network (datasets, weights): fail fast if they try.
+os.environ.setdefault("NO_PROXY", "*")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf.config.threading.set_inter_op_parallelism_threads(1)
+tf.config.threading.set_intra_op_parallelism_threads(1)
+keras.utils.disable_interactive_logging()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_keras_state():
+    """Every test starts from seed 0 with float32 and leaves no global state."""
+    keras.utils.set_random_seed(0)
+    policy = keras.config.dtype_policy()
+    yield
+    keras.config.set_dtype_policy(policy)
+    keras.backend.clear_session()
+
+
+@pytest.fixture(autouse=True)
+def _doctest_namespace(doctest_namespace):
+    import keras_dnntools as kdt
+
+    doctest_namespace.update(keras=keras, np=np, kdt=kdt)

@@ -1,0 +1,35 @@
+"""keras_dnntools: drop-in Keras 3 components for training deep networks well.
+
+Import style::
+
+    import keras
+    import keras_dnntools as kdt
+
+Namespaces mirror Keras's: ``kdt.layers``, ``kdt.activations``,
+``kdt.constraints``, ``kdt.schedules``, ``kdt.callbacks``, ``kdt.metrics``, plus
+``kdt.transfer`` and ``kdt.uncertainty``.
+"""
+
+from keras_dnntools import (
+    activations,
+    callbacks,
+    constraints,
+    layers,
+    metrics,
+    schedules,
+    transfer,
+    uncertainty,
+)
+from keras_dnntools._version import __version__
+
+__all__ = [
+    "__version__",
+    "activations",
+    "callbacks",
+    "constraints",
+    "layers",
+    "metrics",
+    "schedules",
+    "transfer",
+    "uncertainty",
+]

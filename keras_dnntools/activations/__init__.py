@@ -1,0 +1,1 @@
+"""kdt.activations: public namespace (filled in by its module owner)."""

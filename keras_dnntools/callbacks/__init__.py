@@ -1,0 +1,1 @@
+"""kdt.callbacks: public namespace (filled in by its module owner)."""

@@ -1,0 +1,1 @@
+"""kdt.constraints: public namespace (filled in by its module owner)."""

@@ -1,0 +1,1 @@
+"""kdt.layers: public namespace (filled in by its module owner)."""

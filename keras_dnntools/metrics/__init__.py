@@ -1,0 +1,1 @@
+"""kdt.metrics: public namespace (filled in by its module owner)."""

@@ -1,0 +1,1 @@
+"""kdt.schedules: public namespace (filled in by its module owner)."""

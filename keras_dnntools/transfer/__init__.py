@@ -1,0 +1,1 @@
+"""kdt.transfer: public namespace (filled in by its module owner)."""

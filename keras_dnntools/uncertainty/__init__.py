@@ -1,0 +1,1 @@
+"""kdt.uncertainty: public namespace (filled in by its module owner)."""
