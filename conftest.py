@@ -12,10 +12,10 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # Tests must never reach the network (datasets, weights): fail fast if they try.
 os.environ.setdefault("NO_PROXY", "*")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
 
 tf.config.threading.set_inter_op_parallelism_threads(1)
 tf.config.threading.set_intra_op_parallelism_threads(1)

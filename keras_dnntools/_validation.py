@@ -46,8 +46,10 @@ def _is_real(value: Any) -> bool:
     if isinstance(value, numbers.Real):
         return True
     # 0-d NumPy / tensor-like scalars.
-    return hasattr(value, "shape") and tuple(value.shape) == () and hasattr(
-        value, "__float__"
+    return (
+        hasattr(value, "shape")
+        and tuple(value.shape) == ()
+        and hasattr(value, "__float__")
     )
 
 
