@@ -1,0 +1,253 @@
+"""Expected calibration error: a function and a streaming Keras metric.
+
+Both bin the predictions by confidence (the largest class probability) into
+`n_bins` equal-width bins, bin ``b`` holding confidences in
+``(b / n_bins, (b + 1) / n_bins]`` (a confidence of 0 falls in the first bin),
+and return
+
+    ECE = sum over bins of (count_b / n) * |accuracy_b - confidence_b|
+
+(Naeini et al., 2015; Guo et al., 2017, "On Calibration of Modern Neural
+Networks"). This is the binning of `kdt.plotting.plot_reliability_diagram`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_dnntools._registry import public
+from keras_dnntools._validation import check_int, invalid_value
+
+# Probabilities computed in float32 may overshoot [0, 1] by rounding.
+_PROBABILITY_TOLERANCE = 1e-6
+
+
+def _probabilities(y_prob: Any) -> tuple[np.ndarray, int]:
+    """Returns (probabilities with >= 2 columns, the number of columns given)."""
+    try:
+        probs = np.asarray(y_prob, dtype="float64")
+    except (TypeError, ValueError) as error:
+        raise invalid_value(
+            "y_prob", "an array of class probabilities", type(y_prob).__name__
+        ) from error
+    if probs.ndim == 1:
+        probs = probs[:, None]
+    if probs.ndim != 2 or probs.shape[0] < 1:
+        raise invalid_value(
+            "y_prob",
+            "class probabilities of shape (n, classes) with n >= 1, or (n,) "
+            "probabilities of class 1",
+            f"an array of shape {probs.shape}",
+        )
+    if not np.all(np.isfinite(probs)):
+        raise invalid_value("y_prob", "finite probabilities", "NaN or inf values")
+    low, high = float(probs.min()), float(probs.max())
+    if low < -_PROBABILITY_TOLERANCE or high > 1 + _PROBABILITY_TOLERANCE:
+        raise invalid_value(
+            "y_prob",
+            "probabilities within [0, 1] (apply a softmax or sigmoid to logits)",
+            f"values from {low} to {high}",
+        )
+    probs = np.clip(probs, 0.0, 1.0)
+    columns = probs.shape[1]
+    if columns == 1:  # P(class 1) of a binary classifier.
+        probs = np.concatenate([1.0 - probs, probs], axis=1)
+    return probs, columns
+
+
+def _labels(y_true: Any, n_instances: int, n_classes: int) -> np.ndarray:
+    labels = np.asarray(y_true)
+    if labels.ndim == 2 and labels.shape[1] == n_classes and n_classes > 1:
+        if labels.shape[0] != n_instances:
+            raise invalid_value(
+                "y_true",
+                f"one label per row of y_prob ({n_instances} rows)",
+                f"{labels.shape[0]} one-hot rows",
+            )
+        return labels.argmax(axis=1)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise invalid_value(
+            "y_true",
+            f"integer labels of shape (n,) or one-hot labels of shape (n, {n_classes})",
+            f"an array of shape {labels.shape}",
+        )
+    if labels.shape[0] != n_instances:
+        raise invalid_value(
+            "y_true",
+            f"one label per row of y_prob ({n_instances} rows)",
+            f"{labels.shape[0]} labels",
+        )
+    if not np.issubdtype(labels.dtype, np.number) or np.issubdtype(
+        labels.dtype, np.complexfloating
+    ):
+        raise invalid_value("y_true", "integer class labels", labels.dtype)
+    if np.any(labels != np.round(labels)):
+        raise invalid_value("y_true", "integer class labels", "non-integer values")
+    classes = max(n_classes, 2)
+    if labels.min() < 0 or labels.max() >= classes:
+        raise invalid_value(
+            "y_true",
+            f"labels in [0, {classes - 1}] (one column of y_prob per class)",
+            f"labels from {labels.min()} to {labels.max()}",
+        )
+    return labels.astype("int64")
+
+
+@public("metrics")
+def expected_calibration_error(y_true: Any, y_prob: Any, n_bins: int = 15) -> float:
+    """Expected calibration error of predicted class probabilities.
+
+    The predictions are binned by confidence (their largest probability) into
+    `n_bins` equal-width bins, ``(b / n_bins, (b + 1) / n_bins]``; the ECE is
+    the mean over instances of ``|accuracy - confidence|`` of their bin:
+    ``sum_b (count_b / n) |accuracy_b - confidence_b|`` (Guo et al., 2017, "On
+    Calibration of Modern Neural Networks"). 0 is perfect calibration.
+
+    Args:
+        y_true: integer class labels, shape ``(n,)`` (or ``(n, 1)``), or
+            one-hot labels of shape ``(n, classes)``.
+        y_prob: class probabilities, shape ``(n, classes)``; ``(n,)`` or
+            ``(n, 1)`` is read as P(class 1) of a binary classifier.
+        n_bins: number of equal-width confidence bins (>= 1).
+
+    Returns:
+        The ECE, a float in [0, 1].
+
+    Raises:
+        ValueError: if `n_bins < 1`, the shapes do not match, the labels are
+            not integers in range, or `y_prob` is not within [0, 1].
+        TypeError: if `n_bins` is not an integer.
+
+    Example:
+
+    >>> probs = np.array([[0.95, 0.05], [0.85, 0.15], [0.35, 0.65], [0.55, 0.45]])
+    >>> labels = np.array([0, 1, 1, 0])
+    >>> round(kdt.metrics.expected_calibration_error(labels, probs, n_bins=5), 4)
+    0.4
+    """
+    n_bins = check_int("n_bins", n_bins, low=1)
+    probs, columns = _probabilities(y_prob)
+    labels = _labels(y_true, probs.shape[0], columns)
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype("float64")
+    bins = np.clip(np.ceil(confidence * n_bins).astype("int64") - 1, 0, n_bins - 1)
+    gap = np.bincount(bins, correct - confidence, minlength=n_bins)
+    return float(np.sum(np.abs(gap)) / probs.shape[0])
+
+
+@public("metrics", serializable=True)
+class ExpectedCalibrationError(keras.metrics.Metric):
+    """Expected calibration error as a streaming Keras metric.
+
+    Accumulates, over batches, the count, summed confidence and summed
+    accuracy of each confidence bin, so the value after several batches equals
+    `kdt.metrics.expected_calibration_error` of all of them at once. Bins and
+    formula are those of that function: ``(b / n_bins, (b + 1) / n_bins]``,
+    ``ECE = sum_b (count_b / n) |accuracy_b - confidence_b|``. The sums are kept
+    in float64, so the bins do not depend on the batch size.
+
+    Use it in ``model.compile(metrics=[kdt.metrics.ExpectedCalibrationError()])``
+    for a classifier whose outputs are probabilities (softmax; or one sigmoid
+    output, read as P(class 1)).
+
+    Args:
+        n_bins: number of equal-width confidence bins (>= 1).
+        name: name of the metric instance.
+        dtype: dtype of the result.
+
+    Call arguments (`update_state`):
+        y_true: integer labels ``(batch,)`` / ``(batch, 1)``, or one-hot
+            labels ``(batch, classes)``.
+        y_pred: class probabilities ``(batch, classes)``. Extra leading axes
+            (e.g. a sequence axis) are flattened: every position counts.
+        sample_weight: optional weights ``(batch,)``; an instance of weight w
+            counts as w instances.
+
+    Inside a compiled `fit` the values cannot be checked; pass probabilities,
+    not logits.
+
+    Example:
+
+    >>> metric = kdt.metrics.ExpectedCalibrationError(n_bins=5)
+    >>> metric.update_state([0, 1], [[0.95, 0.05], [0.85, 0.15]])
+    >>> metric.update_state([1, 0], [[0.35, 0.65], [0.55, 0.45]])
+    >>> round(float(metric.result()), 4)
+    0.4
+    """
+
+    def __init__(
+        self,
+        n_bins: int = 15,
+        name: str = "expected_calibration_error",
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(name=name, dtype=dtype)
+        self.n_bins = check_int("n_bins", n_bins, low=1)
+        self.bin_counts = self.add_variable(
+            shape=(self.n_bins,), initializer="zeros", dtype="float64", name="counts"
+        )
+        self.bin_confidence = self.add_variable(
+            shape=(self.n_bins,),
+            initializer="zeros",
+            dtype="float64",
+            name="confidence_sums",
+        )
+        self.bin_correct = self.add_variable(
+            shape=(self.n_bins,), initializer="zeros", dtype="float64", name="correct"
+        )
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float64")
+        y_true = ops.convert_to_tensor(y_true)
+        n_classes = y_pred.shape[-1]
+        if n_classes is None:
+            raise ValueError(
+                "Invalid value for argument `y_pred`: expected a known number of "
+                f"classes on its last axis. Received: y_pred.shape={y_pred.shape}"
+            )
+        one_hot = (
+            n_classes > 1
+            and len(y_true.shape) == len(y_pred.shape)
+            and y_true.shape[-1] == n_classes
+        )
+        if n_classes == 1:  # A sigmoid output: P(class 1).
+            y_pred = ops.concatenate([1.0 - y_pred, y_pred], axis=-1)
+        probs = ops.reshape(y_pred, (-1, max(n_classes, 2)))
+        if one_hot:
+            labels = ops.argmax(ops.reshape(y_true, (-1, n_classes)), axis=-1)
+        else:
+            labels = ops.reshape(y_true, (-1,))
+        labels = ops.cast(labels, "int32")
+        confidence = ops.clip(ops.max(probs, axis=-1), 0.0, 1.0)
+        correct = ops.cast(
+            ops.equal(ops.cast(ops.argmax(probs, axis=-1), "int32"), labels),
+            "float64",
+        )
+        bins = ops.cast(ops.ceil(confidence * self.n_bins), "int32") - 1
+        bins = ops.clip(bins, 0, self.n_bins - 1)
+        members = ops.one_hot(bins, self.n_bins, dtype="float64")
+        if sample_weight is not None:
+            weight = ops.cast(ops.convert_to_tensor(sample_weight), "float64")
+            weight = ops.broadcast_to(
+                ops.reshape(weight, (-1, 1)) if len(weight.shape) else weight,
+                ops.shape(members),
+            )
+            members = members * weight
+        self.bin_counts.assign_add(ops.sum(members, axis=0))
+        self.bin_confidence.assign_add(ops.sum(members * confidence[:, None], axis=0))
+        self.bin_correct.assign_add(ops.sum(members * correct[:, None], axis=0))
+
+    def result(self) -> Any:
+        total = ops.sum(self.bin_counts)
+        gap = ops.sum(ops.abs(self.bin_correct - self.bin_confidence))
+        value = ops.where(total > 0, gap / ops.maximum(total, 1e-300), 0.0)
+        return ops.cast(value, self.dtype)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "n_bins": self.n_bins}

@@ -1,0 +1,161 @@
+"""Expected calibration error: against a NumPy reference, streaming, in fit."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_dnntools as kdt
+
+ece = kdt.metrics.expected_calibration_error
+
+
+def reference_ece(labels, probs, n_bins):
+    """The textbook definition, bin by bin (Guo et al., 2017)."""
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype="float64")
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    total = 0.0
+    for b in range(n_bins):
+        low, high = b / n_bins, (b + 1) / n_bins
+        members = (confidence > low) & (confidence <= high)
+        if b == 0:
+            members |= confidence == 0
+        if members.any():
+            gap = abs(correct[members].mean() - confidence[members].mean())
+            total += members.mean() * gap
+    return total
+
+
+def random_case(n=500, classes=4, seed=0, sharpness=1.0):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, classes)) * 3 * sharpness
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(classes, p=p) for p in probs])
+    return labels, probs.astype("float32")
+
+
+@pytest.mark.parametrize("n_bins", [1, 5, 15, 40])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_function_matches_the_reference(n_bins, seed):
+    labels, probs = random_case(seed=seed, sharpness=0.5 + seed)
+    np.testing.assert_allclose(
+        ece(labels, probs, n_bins), reference_ece(labels, probs, n_bins), atol=1e-12
+    )
+
+
+def test_hand_computed_value_and_label_formats():
+    probs = np.array([[0.95, 0.05], [0.85, 0.15], [0.35, 0.65], [0.55, 0.45]])
+    labels = np.array([0, 1, 1, 0])
+    # bins of width 0.2: {.95, .85} acc 1/2 conf .9; {.65} acc 1; {.55} acc 1
+    want = (2 * 0.4 + 0.35 + 0.45) / 4
+    assert ece(labels, probs, n_bins=5) == pytest.approx(want)
+    assert ece(np.eye(2)[labels], probs, n_bins=5) == pytest.approx(want)
+    assert ece(labels[:, None], probs, n_bins=5) == pytest.approx(want)
+    assert ece(labels.tolist(), probs.tolist(), n_bins=5) == pytest.approx(want)
+    # One column: P(class 1) of a binary classifier.
+    assert ece(labels, probs[:, 1], n_bins=5) == pytest.approx(want)
+
+
+def test_perfectly_calibrated_and_fully_wrong():
+    probs = np.tile([[0.75, 0.25]], (400, 1))
+    labels = np.array([0] * 300 + [1] * 100)
+    assert ece(labels, probs) == pytest.approx(0.0, abs=1e-12)
+    assert ece(np.ones(400, int), np.tile([[1.0, 0.0]], (400, 1))) == 1.0
+
+
+def test_metric_streaming_equals_one_shot():
+    labels, probs = random_case(n=999, seed=3)
+    metric = kdt.metrics.ExpectedCalibrationError(n_bins=10)
+    for start in range(0, 999, 64):
+        metric.update_state(labels[start : start + 64], probs[start : start + 64])
+    streamed = float(metric.result())
+    metric.reset_state()
+    metric.update_state(labels, probs)
+    assert float(metric.result()) == pytest.approx(streamed, abs=1e-7)
+    assert streamed == pytest.approx(ece(labels, probs, 10), abs=1e-6)
+
+
+def test_metric_accepts_one_hot_and_sample_weights():
+    labels, probs = random_case(n=60, seed=4)
+    metric = kdt.metrics.ExpectedCalibrationError(n_bins=6)
+    metric.update_state(np.eye(4)[labels], probs)
+    assert float(metric.result()) == pytest.approx(ece(labels, probs, 6), abs=1e-6)
+    # Integer weights count instances that many times.
+    weights = np.arange(60) % 3
+    weighted = kdt.metrics.ExpectedCalibrationError(n_bins=6)
+    weighted.update_state(labels, probs, sample_weight=weights)
+    repeated = np.repeat(np.arange(60), weights)
+    assert float(weighted.result()) == pytest.approx(
+        ece(labels[repeated], probs[repeated], 6), abs=1e-6
+    )
+    empty = kdt.metrics.ExpectedCalibrationError()
+    assert float(empty.result()) == 0.0
+
+
+def test_metric_in_compile_fit_and_evaluate():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 6)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32") + (x[:, 1] > 0).astype("int32")
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(3, activation="softmax")]
+    )
+    model.compile(
+        "adam",
+        "sparse_categorical_crossentropy",
+        metrics=[kdt.metrics.ExpectedCalibrationError(n_bins=5)],
+    )
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert len(history.history["expected_calibration_error"]) == 2
+    result = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    want = ece(y, model.predict(x, verbose=0), n_bins=5)
+    assert result["expected_calibration_error"] == pytest.approx(want, abs=1e-5)
+
+
+def test_config_round_trip_and_saved_model(tmp_path):
+    metric = kdt.metrics.ExpectedCalibrationError(n_bins=7, name="ece")
+    config = metric.get_config()
+    assert json.loads(json.dumps(config)) == config
+    assert config == {"name": "ece", "dtype": "float32", "n_bins": 7}
+    restored = kdt.metrics.ExpectedCalibrationError.from_config(config)
+    assert restored.get_config() == config
+    serialized = keras.saving.serialize_keras_object(metric)
+    assert keras.saving.deserialize_keras_object(serialized).n_bins == 7
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, "softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=[metric])
+    model.fit(np.ones((4, 3)), np.array([0, 1, 0, 1]), verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    values = loaded.evaluate(np.ones((4, 3)), np.array([0, 1, 0, 1]), verbose=0)
+    assert np.isfinite(values).all()
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "argument"),
+    [
+        (lambda: ece([0, 1], [[0.5, 0.5], [0.5, 0.5]], n_bins=0), ValueError, "n_bins"),
+        (
+            lambda: ece([0, 1], [[0.5, 0.5], [0.5, 0.5]], n_bins=2.0),
+            TypeError,
+            "n_bins",
+        ),
+        (lambda: ece([0, 1, 1], [[0.5, 0.5], [0.5, 0.5]]), ValueError, "y_true"),
+        (lambda: ece(np.eye(3)[:2], [[0.5, 0.5], [0.5, 0.5]]), ValueError, "y_true"),
+        (lambda: ece([0, 2], [[0.5, 0.5], [0.5, 0.5]]), ValueError, "y_true"),
+        (lambda: ece([0, 0.5], [[0.5, 0.5], [0.5, 0.5]]), ValueError, "y_true"),
+        (lambda: ece([0, 1], [[1.5, -0.5], [0.5, 0.5]]), ValueError, "y_prob"),
+        (lambda: ece([0, 1], [[0.5, np.nan], [0.5, 0.5]]), ValueError, "y_prob"),
+        (lambda: ece([0, 1], [[[0.5, 0.5]], [[0.5, 0.5]]]), ValueError, "y_prob"),
+        (lambda: ece([], np.zeros((0, 2))), ValueError, "y_prob"),
+        (lambda: kdt.metrics.ExpectedCalibrationError(0), ValueError, "n_bins"),
+        (lambda: kdt.metrics.ExpectedCalibrationError("5"), TypeError, "n_bins"),
+    ],
+)
+def test_bad_input_names_the_argument(call, error, argument):
+    with pytest.raises(error, match=f"`{argument}`"):
+        call()
