@@ -22,12 +22,15 @@ from keras_dnntools import (
     uncertainty,
 )
 from keras_dnntools._version import __version__
+from keras_dnntools.callbacks import LRFinderResult, find_learning_rate
 
 __all__ = [
+    "LRFinderResult",
     "__version__",
     "activations",
     "callbacks",
     "constraints",
+    "find_learning_rate",
     "layers",
     "metrics",
     "plotting",

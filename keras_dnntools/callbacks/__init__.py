@@ -1,1 +1,26 @@
-"""kdt.callbacks: public namespace (filled in by its module owner)."""
+"""kdt.callbacks: scheduler callbacks and the learning-rate finder.
+
+The schedulers install a `kdt.schedules` schedule in the optimizer for the
+duration of `fit()`, where Keras evaluates it from `optimizer.iterations`
+inside the train step: exact at every step, also with `steps_per_execution`.
+"""
+
+from keras_dnntools.callbacks.learning_rate_finder import (
+    LearningRateFinder,
+    LRFinderResult,
+    find_learning_rate,
+)
+from keras_dnntools.callbacks.schedulers import (
+    ExponentialScheduler,
+    OneCycleScheduler,
+    PowerScheduler,
+)
+
+__all__ = [
+    "ExponentialScheduler",
+    "LRFinderResult",
+    "LearningRateFinder",
+    "OneCycleScheduler",
+    "PowerScheduler",
+    "find_learning_rate",
+]

@@ -1,0 +1,188 @@
+"""Benchmark: what does 1cycle cost per epoch of `fit()`?
+
+One epoch of `fit()` on 60,000 synthetic rows of 784 features, batch 32, for a
+small MLP with `SGD(momentum=0.9)`, timed with:
+
+- a constant learning rate (the baseline),
+- `kdt.callbacks.OneCycleScheduler` (rate and momentum evaluated in the train
+  step, exact at every step),
+- the book-style 1cycle callback, which sets `optimizer.learning_rate` from
+  Python in `on_train_batch_begin` (rate only, as in the book),
+
+each with `steps_per_execution=1` and `=32`. Every run builds and compiles a
+fresh model, so each timing includes one trace of the train step. Runs are
+interleaved (round robin, the order rotated every round) and the medians of
+wall-clock and process CPU time are printed with their ratio to the constant
+rate of the same `steps_per_execution` (CPU time is the steadier figure on a
+shared machine).
+The "exact rates" column is how many optimizer steps got the rate their
+schedule meant: the book-style callback runs once per execution, so under
+`steps_per_execution=32` most steps keep a stale rate.
+
+Usage::
+
+    python benchmarks/bench_schedules.py            # 5 rounds, 60,000 rows
+    python benchmarks/bench_schedules.py --quick    # 3 rounds, 12,000 rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+
+import keras_dnntools as kdt
+
+BATCH_SIZE = 32
+MAX_LEARNING_RATE = 0.05
+
+
+class BookOneCycle(keras.callbacks.Callback):
+    """The book's 1cycle callback: a Python counter and a per-batch assignment."""
+
+    def __init__(
+        self,
+        iterations,
+        max_rate,
+        start_rate=None,
+        last_iterations=None,
+        last_rate=None,
+    ):
+        super().__init__()
+        self.iterations = iterations
+        self.max_rate = max_rate
+        self.start_rate = start_rate or max_rate / 10
+        self.last_iterations = last_iterations or iterations // 10 + 1
+        self.half_iteration = (iterations - self.last_iterations) // 2
+        self.last_rate = last_rate or self.start_rate / 1000
+        self.iteration = 0
+        self.updates = 0
+
+    def _interpolate(self, iter1, iter2, rate1, rate2):
+        return (rate2 - rate1) * (self.iteration - iter1) / (iter2 - iter1) + rate1
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.iteration < self.half_iteration:
+            rate = self._interpolate(
+                0, self.half_iteration, self.start_rate, self.max_rate
+            )
+        elif self.iteration < 2 * self.half_iteration:
+            rate = self._interpolate(
+                self.half_iteration,
+                2 * self.half_iteration,
+                self.max_rate,
+                self.start_rate,
+            )
+        else:
+            rate = self._interpolate(
+                2 * self.half_iteration,
+                self.iterations,
+                self.start_rate,
+                self.last_rate,
+            )
+        self.iteration += 1
+        self.updates += 1
+        self.model.optimizer.learning_rate = rate
+
+
+def make_model(num_features):
+    model = keras.Sequential(
+        [
+            keras.Input((num_features,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    return model
+
+
+def run_once(kind, steps_per_execution, x, y):
+    keras.backend.clear_session()
+    gc.collect()  # not to charge one run for the garbage of the previous one
+    keras.utils.set_random_seed(0)
+    model = make_model(x.shape[1])
+    model.compile(
+        keras.optimizers.SGD(0.01, momentum=0.9),
+        "sparse_categorical_crossentropy",
+        steps_per_execution=steps_per_execution,
+    )
+    steps = -(-len(x) // BATCH_SIZE)
+    callbacks = []
+    if kind == "OneCycleScheduler":
+        callbacks = [kdt.callbacks.OneCycleScheduler(MAX_LEARNING_RATE)]
+    elif kind == "book-style callback":
+        callbacks = [BookOneCycle(steps, MAX_LEARNING_RATE)]
+    start, cpu_start = time.perf_counter(), time.process_time()
+    model.fit(x, y, batch_size=BATCH_SIZE, epochs=1, verbose=0, callbacks=callbacks)
+    seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
+    if kind == "book-style callback":
+        updates = callbacks[0].updates
+    elif kind == "OneCycleScheduler":
+        updates = steps
+    else:
+        updates = None
+    return seconds, cpu_seconds, updates, steps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds, 12,000 rows")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--rows", type=int, default=None)
+    arguments = parser.parse_args()
+    rows = arguments.rows or (12_000 if arguments.quick else 60_000)
+    rounds = arguments.rounds or (3 if arguments.quick else 5)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 784)).astype("float32")
+    y = rng.integers(0, 10, size=rows)
+    kinds = ["constant rate", "OneCycleScheduler", "book-style callback"]
+    configs = [(kind, spe) for spe in (1, 32) for kind in kinds]
+    load_before = os.getloadavg()[0]
+    times = {config: [] for config in configs}
+    cpu_times = {config: [] for config in configs}
+    updates = {}
+    for round_index in range(rounds):
+        # Rotate the order every round, so that no configuration always runs
+        # right after the same other one.
+        shift = round_index % len(configs)
+        for config in configs[shift:] + configs[:shift]:
+            seconds, cpu_seconds, count, steps = run_once(*config, x, y)
+            times[config].append(seconds)
+            cpu_times[config].append(cpu_seconds)
+            updates[config] = count
+    print(
+        f"fit, 1 epoch, {rows:,} x 784 rows, batch {BATCH_SIZE} ({steps:,} steps), "
+        f"median of {rounds} rounds, keras {keras.__version__}, "
+        f"backend {keras.backend.backend()}, {os.cpu_count()} CPUs, "
+        f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    )
+    print(
+        f"{'steps_per_execution':>19}  {'schedule':<21}{'wall s':>8}{'ratio':>8}"
+        f"{'CPU s':>8}{'ratio':>8}{'exact rates':>14}"
+    )
+    for spe in (1, 32):
+        wall_baseline = statistics.median(times[("constant rate", spe)])
+        cpu_baseline = statistics.median(cpu_times[("constant rate", spe)])
+        for kind in kinds:
+            wall = statistics.median(times[(kind, spe)])
+            cpu = statistics.median(cpu_times[(kind, spe)])
+            count = updates[(kind, spe)]
+            exact = "-" if count is None else f"{count:,}/{steps:,}"
+            print(
+                f"{spe:>19}  {kind:<21}{wall:>8.3f}{wall / wall_baseline:>7.3f}x"
+                f"{cpu:>8.3f}{cpu / cpu_baseline:>7.3f}x{exact:>14}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""How the scheduler callbacks drive an optimizer at every step, from the inside.
+
+A Python callback that sets `optimizer.learning_rate` in `on_train_batch_begin`
+runs once per *execution*: with `compile(steps_per_execution=32)` the 31 other
+steps keep a stale rate. So the callbacks evaluate their schedules inside the
+compiled train step instead, as pure functions of the optimizer's iteration
+count:
+
+- For the duration of `fit()`, every optimizer that applies gradients (the
+  optimizer itself; the inner one of a `LossScaleOptimizer`; each
+  sub-optimizer of a `MultiOptimizer`) gets an `InstalledSchedule` as its
+  learning rate. Keras calls it inside the step, before the update; it reads
+  the step from the top-level optimizer's `iterations`.
+- When momentum is cycled, SGD's `momentum` (or the Adam family's `beta_1`),
+  a Python float that Keras reads when the step is traced, is replaced by a
+  `ScheduledHyperparameter` variable that the installed schedule assigns
+  inside the step, before the update reads it.
+- The optimizer's own learning-rate variable stays in place, so
+  `optimizer.variables`, checkpoints and `BackupAndRestore` files keep their
+  layout; the installed schedule assigns it the rate of every step, so a
+  checkpoint holds the rate of its latest step. On removal it becomes the
+  optimizer's rate again; `momentum`/`beta_1` become Python floats again,
+  with the value of the last step.
+- While installed, the optimizer's `get_config()` reports those plain floats
+  (the values of the latest step), so a model saved mid-run is a plain model.
+
+Keras's public `optimizer.learning_rate = schedule` setter would untrack the
+rate variable (renumbering `optimizer.variables`, which breaks checkpoints
+taken mid-run), and assigning a variable to an optimizer attribute would track
+it (same problem): `swap_learning_rate` and `set_untracked` are the two places
+that go around Keras's attribute handling, on purpose. This relies on the
+TensorFlow backend's traced train step (the package's backend): Keras reads
+the rate and these attributes while tracing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_dnntools._registry import PACKAGE
+from keras_dnntools.schedules import OneCycleMomentum, OneCycleSchedule
+
+MOMENTUM_ATTRIBUTES = ("beta_1", "momentum")
+# Cycles up to this many steps are tabulated (16 MiB of float32 per table).
+MAX_TABULATED_STEPS = 1 << 22
+
+
+def swap_learning_rate(optimizer: Any, value: Any) -> None:
+    """Sets the object Keras evaluates as `optimizer`'s rate, tracking nothing."""
+    optimizer._learning_rate = value
+
+
+def set_untracked(optimizer: Any, name: str, value: Any) -> None:
+    """Sets an attribute without Keras's variable tracking."""
+    object.__setattr__(optimizer, name, value)
+
+
+def _to_float(value: Any) -> float:
+    return float(ops.convert_to_numpy(value))
+
+
+class ScheduledHyperparameter(keras.Variable):
+    """A scalar variable standing in for a float hyperparameter of an optimizer.
+
+    Its value changes at every step, but Python comparisons with a number
+    (`momentum != 0`, `momentum > 0`) answer with the value it was created
+    with: optimizers such as SGD and RMSprop make those tests in Python, while
+    tracing, to decide whether they use momentum at all.
+    """
+
+    def __init__(self, value: float, name: str) -> None:
+        super().__init__(float(value), dtype="float32", trainable=False, name=name)
+        self._structural_value = float(value)
+
+    def _compare(self, other: Any, method: str) -> Any:
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            return getattr(self._structural_value, method)(float(other))
+        return getattr(super(), method)(other)
+
+    def __eq__(self, other: Any) -> Any:
+        return self._compare(other, "__eq__")
+
+    def __ne__(self, other: Any) -> Any:
+        return self._compare(other, "__ne__")
+
+    def __gt__(self, other: Any) -> Any:
+        return self._compare(other, "__gt__")
+
+    def __ge__(self, other: Any) -> Any:
+        return self._compare(other, "__ge__")
+
+    def __lt__(self, other: Any) -> Any:
+        return self._compare(other, "__lt__")
+
+    def __le__(self, other: Any) -> Any:
+        return self._compare(other, "__le__")
+
+    __hash__ = keras.Variable.__hash__
+
+
+def _table(schedule: Any) -> Any:
+    """`schedule` at every step of its cycle, as a float32 tensor."""
+    steps = np.arange(schedule.total_steps)
+    return ops.convert_to_tensor(ops.convert_to_numpy(schedule(steps)), "float32")
+
+
+@dataclasses.dataclass
+class _Binding:
+    """What an installed schedule drives inside the train step.
+
+    A 1cycle (rate and momentum over the same cycle) is tabulated: the same
+    float32 values as the schedules, evaluated once on every step of the
+    cycle, so that a train step pays one gather per value instead of the ~20
+    scalar ops of the phase arithmetic (measurable with
+    `steps_per_execution=32` and a small model).
+    """
+
+    iterations: Any
+    first_step: int
+    rate_variable: Any
+    momentum_attribute: str | None = None
+    momentum_schedule: Any = None
+    momentum_variable: Any = None
+    tables: tuple | None = None  # (rate, momentum or None) at steps 0..n-1
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class InstalledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule installed in an optimizer by a `kdt.callbacks` scheduler.
+
+    Its value at step `t` is `scale * schedule(t)` (with `steps_per_epoch`:
+    `scale * schedule(t // steps_per_epoch)`, the schedule counting epochs).
+    While installed it reads the step from the top-level optimizer's
+    `iterations` and also assigns the scheduled momentum. Its config holds
+    only the schedule, the scale and `steps_per_epoch`.
+    """
+
+    def __init__(
+        self,
+        schedule: Any,
+        scale: float = 1.0,
+        steps_per_epoch: int | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(schedule, dict):
+            schedule = keras.saving.deserialize_keras_object(schedule)
+        self.schedule = schedule
+        self.scale = float(scale)
+        self.steps_per_epoch = steps_per_epoch
+        self.binding: _Binding | None = None
+
+    def scheduled_step(self, step: Any) -> Any:
+        """The step (or epoch) the wrapped schedules are evaluated at."""
+        if self.steps_per_epoch is None:
+            return step
+        return ops.floor_divide(step, self.steps_per_epoch)
+
+    def _scaled(self, rate: Any) -> Any:
+        return rate if self.scale == 1.0 else rate * self.scale
+
+    def values_at(self, step: int) -> tuple[float, float | None]:
+        """The rate (and momentum) this schedule gives `step`, without side effects."""
+        scheduled = self.scheduled_step(step)
+        rate = _to_float(self.schedule(scheduled)) * self.scale
+        binding = self.binding
+        if binding is None or binding.momentum_schedule is None:
+            return rate, None
+        return rate, _to_float(binding.momentum_schedule(scheduled))
+
+    def latest_values(self) -> tuple[float, float | None]:
+        """The rate and momentum of the last step taken since installation."""
+        binding = self.binding
+        last_step = int(ops.convert_to_numpy(binding.iterations)) - 1
+        if last_step >= binding.first_step:
+            return self.values_at(last_step)
+        momentum = binding.momentum_variable
+        return (
+            _to_float(binding.rate_variable),
+            None if momentum is None else _to_float(momentum),
+        )
+
+    def __call__(self, step: Any) -> Any:
+        binding = self.binding
+        if binding is None:
+            return self._scaled(self.schedule(self.scheduled_step(step)))
+        step = self.scheduled_step(binding.iterations)
+        if binding.tables is not None:
+            rate_table, momentum_table = binding.tables
+            step = ops.minimum(step, int(rate_table.shape[0]) - 1)
+            rate = self._scaled(ops.take(rate_table, step))
+            momentum = (
+                None if momentum_table is None else ops.take(momentum_table, step)
+            )
+        else:
+            rate = self._scaled(ops.cast(self.schedule(step), "float32"))
+            momentum = None
+            if binding.momentum_variable is not None:
+                momentum = ops.cast(binding.momentum_schedule(step), "float32")
+        # Checkpoints taken mid-run then hold the rate of the latest step.
+        binding.rate_variable.assign(ops.cast(rate, binding.rate_variable.dtype))
+        if momentum is not None:
+            binding.momentum_variable.assign(momentum)
+        return rate
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "scale": self.scale,
+            "steps_per_epoch": self.steps_per_epoch,
+        }
+
+
+def leaf_optimizers(optimizer: Any) -> list[Any]:
+    """The optimizers that apply gradients: through loss scaling and MultiOptimizer."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    if isinstance(optimizer, keras.optimizers.MultiOptimizer):
+        return list(optimizer.optimizers)
+    return [optimizer]
+
+
+def leaves_and_scales(model: Any, owner: str) -> tuple[list[Any], list[float]]:
+    """The leaf optimizers of `model`, and the scale of each one's schedule.
+
+    The ratio rule: the leaf with the largest rate now follows the schedule
+    (scale 1), every other one the schedule times its rate / that rate.
+    Removes what an interrupted `fit()` left installed.
+
+    Raises:
+        ValueError: if the model is not compiled, a rate is a schedule, or no
+            rate is positive.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        raise ValueError(
+            f"{owner} needs a compiled model: call `model.compile(optimizer=...)` "
+            "before `fit()`."
+        )
+    leaves = leaf_optimizers(optimizer)
+    rates = []
+    for leaf in leaves:
+        remove(leaf)
+        current = leaf._learning_rate
+        if not isinstance(current, keras.Variable):
+            raise ValueError(
+                f"{owner} sets the learning rate itself, but the optimizer "
+                f"{leaf.name!r} ({type(leaf).__name__}) already has a learning-rate "
+                f"schedule: learning_rate={current!r}. Compile with a float "
+                "`learning_rate` to use this callback, or keep the schedule in the "
+                "optimizer and drop the callback."
+            )
+        rates.append(_to_float(current))
+    largest = max(rates)
+    if largest <= 0:
+        raise ValueError(
+            f"{owner} keeps the ratios between the sub-optimizers' learning rates, "
+            f"but none of them is positive. Received: learning rates {rates}."
+        )
+    return leaves, [rate / largest for rate in rates]
+
+
+def momentum_attribute(optimizer: Any) -> str | None:
+    """`"beta_1"` (Adam family), `"momentum"` (SGD-like, when > 0), or None."""
+    for name in MOMENTUM_ATTRIBUTES:
+        value = getattr(optimizer, name, None)
+        if isinstance(value, ScheduledHyperparameter):
+            return name
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if name == "momentum" and value <= 0:
+                return None
+            return name
+    return None
+
+
+def installed_schedule(optimizer: Any) -> InstalledSchedule | None:
+    """The schedule a scheduler installed in `optimizer` (a leaf), if any."""
+    current = getattr(optimizer, "_learning_rate", None)
+    if isinstance(current, InstalledSchedule) and current.binding is not None:
+        return current
+    return None
+
+
+def _plain_config(optimizer: Any, installed: InstalledSchedule) -> dict[str, Any]:
+    """`optimizer.get_config()` while a schedule is installed: plain floats.
+
+    A model saved mid-run (e.g. by `ModelCheckpoint`) then loads with a float
+    rate and momentum, the values of the latest step, as after a finished
+    `fit()`; its restored `iterations` let a scheduler continue the schedule.
+    """
+    config = type(optimizer).get_config(optimizer)
+    rate, momentum = installed.latest_values()
+    config["learning_rate"] = rate
+    if momentum is not None:
+        config[installed.binding.momentum_attribute] = momentum
+    return config
+
+
+def remove(optimizer: Any) -> None:
+    """Gives a leaf optimizer back its float rate (and float momentum)."""
+    installed = installed_schedule(optimizer)
+    if installed is None:
+        return
+    binding = installed.binding
+    rate, momentum = installed.latest_values()
+    binding.rate_variable.assign(rate)
+    swap_learning_rate(optimizer, binding.rate_variable)
+    if momentum is not None:
+        set_untracked(optimizer, binding.momentum_attribute, momentum)
+    optimizer.__dict__.pop("get_config", None)
+    installed.binding = None
+
+
+def tabulate(schedule: Any, momentum_schedule: Any, steps_per_epoch: Any) -> Any:
+    """The `tables` argument of `install`: both schedules tabulated, when they
+    are one 1cycle counted in steps; None otherwise."""
+    if steps_per_epoch is not None or not isinstance(schedule, OneCycleSchedule):
+        return None
+    total_steps = schedule.total_steps
+    if total_steps > MAX_TABULATED_STEPS:
+        return None
+    if momentum_schedule is None:
+        return _table(schedule), None
+    if (
+        isinstance(momentum_schedule, OneCycleMomentum)
+        and momentum_schedule.total_steps == total_steps
+    ):
+        return _table(schedule), _table(momentum_schedule)
+    return None
+
+
+def install(
+    optimizer: Any,
+    *,
+    iterations: Any,
+    schedule: Any,
+    scale: float = 1.0,
+    steps_per_epoch: int | None = None,
+    momentum_schedule: Any = None,
+    tables: Any = None,
+) -> InstalledSchedule:
+    """Installs `schedule` (and `momentum_schedule`) in a leaf optimizer.
+
+    The caller has checked that the rate is a variable and that the optimizer
+    has a momentum when `momentum_schedule` is given. `tables` (from
+    `tabulate`) can be shared by the sub-optimizers of a MultiOptimizer.
+    """
+    remove(optimizer)
+    installed = InstalledSchedule(schedule, scale, steps_per_epoch)
+    binding = _Binding(
+        iterations=iterations,
+        first_step=int(ops.convert_to_numpy(iterations)),
+        rate_variable=optimizer._learning_rate,
+        tables=tables,
+    )
+    if momentum_schedule is not None:
+        name = momentum_attribute(optimizer)
+        variable = ScheduledHyperparameter(float(getattr(optimizer, name)), name)
+        set_untracked(optimizer, name, variable)
+        binding.momentum_attribute = name
+        binding.momentum_schedule = momentum_schedule
+        binding.momentum_variable = variable
+    installed.binding = binding
+    swap_learning_rate(optimizer, installed)
+    set_untracked(
+        optimizer, "get_config", functools.partial(_plain_config, optimizer, installed)
+    )
+    return installed
