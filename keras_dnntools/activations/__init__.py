@@ -1,1 +1,5 @@
-"""kdt.activations: public namespace (filled in by its module owner)."""
+"""kdt.activations: activation functions (functional forms of our layers)."""
+
+from keras_dnntools.activations.rrelu import rrelu
+
+__all__ = ["rrelu"]

@@ -1,1 +1,5 @@
-"""kdt.constraints: public namespace (filled in by its module owner)."""
+"""kdt.constraints: weight constraints (max-norm)."""
+
+from keras_dnntools.constraints.max_norm import MaxNorm, apply_max_norm
+
+__all__ = ["MaxNorm", "apply_max_norm"]

@@ -1,0 +1,139 @@
+"""Randomized leaky ReLU (RReLU), functional form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_dnntools import _random
+from keras_dnntools._registry import public
+from keras_dnntools._validation import check_bool, check_float, invalid_type
+
+DEFAULT_LOWER = 1.0 / 8.0
+DEFAULT_UPPER = 1.0 / 3.0
+
+
+def check_bounds(lower: Any, upper: Any) -> tuple[float, float]:
+    """Checks RReLU's ``lower`` and ``upper``; returns them as floats."""
+    lower = check_float("lower", lower)
+    upper = check_float("upper", upper)
+    if lower < 0:
+        raise ValueError(
+            "Invalid value for argument `lower`: expected 0 <= lower <= upper. "
+            f"Received: lower={lower!r}, upper={upper!r}"
+        )
+    if lower > upper:
+        raise ValueError(
+            "Invalid value for argument `lower`: expected 0 <= lower <= upper. "
+            f"Received: lower={lower!r}, upper={upper!r}"
+        )
+    return lower, upper
+
+
+def check_seed_argument(seed: Any) -> Any:
+    """``None``, a non-negative int or a ``keras.random.SeedGenerator``."""
+    if seed is None or isinstance(seed, keras.random.SeedGenerator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise invalid_type(
+            "seed", "None, a non-negative integer or a keras.random.SeedGenerator", seed
+        )
+    if seed < 0:
+        raise ValueError(
+            "Invalid value for argument `seed`: expected None, a non-negative "
+            f"integer or a keras.random.SeedGenerator. Received: seed={seed!r}"
+        )
+    return seed
+
+
+def rrelu_slopes(
+    inputs: Any, lower: float, upper: float, training: bool, seed: Any
+) -> Any:
+    """RReLU's negative-side slopes: one fresh U(lower, upper) draw per element in
+    training, the scalar mean ``(lower + upper) / 2`` at inference."""
+    if not training or lower == upper:
+        return (lower + upper) / 2.0
+    # Drawn in float32, then rounded to the compute dtype: a float16/bfloat16
+    # uniform has few levels (128 in [0, 1) for bfloat16), which biases the mean.
+    slopes = _random.uniform(
+        ops.shape(inputs), seed, minval=lower, maxval=upper, dtype="float32"
+    )
+    return ops.cast(slopes, inputs.dtype)
+
+
+def apply_rrelu(inputs: Any, lower: float, upper: float, training: bool, seed: Any):
+    """RReLU on checked arguments (shared by :func:`rrelu` and the layer)."""
+    if not training or lower == upper:
+        # One fused kernel, the same as keras.layers.LeakyReLU (slope <= 1
+        # gives max(x, slope * x); TensorFlow switches to a select above 1).
+        return ops.leaky_relu(inputs, negative_slope=(lower + upper) / 2.0)
+    slopes = rrelu_slopes(inputs, lower, upper, training, seed)
+    # x * (1 if x >= 0 else slope): the gradient with respect to x is that same
+    # multiplier (one multiply in the backward pass, no select).
+    multiplier = ops.where(
+        ops.greater_equal(inputs, 0), ops.ones((), dtype=inputs.dtype), slopes
+    )
+    return ops.multiply(inputs, multiplier)
+
+
+@public("activations", serializable=True)
+def rrelu(
+    x: Any,
+    lower: float = DEFAULT_LOWER,
+    upper: float = DEFAULT_UPPER,
+    training: bool = False,
+    seed: Any = None,
+) -> Any:
+    """Randomized leaky rectified linear unit.
+
+    `rrelu(x) = x` for `x >= 0` and `a * x` otherwise. In training
+    (`training=True`) every element gets its own slope `a` drawn from the
+    uniform distribution U(lower, upper), afresh on every call; at inference
+    the slope is the fixed mean `(lower + upper) / 2`, which gives the same
+    output as `torch.nn.RReLU` in eval mode. The gradient with respect to a
+    negative input is its slope.
+
+    Reference: [Xu et al., 2015, "Empirical Evaluation of Rectified
+    Activations in Convolutional Network"](https://arxiv.org/abs/1505.00853).
+
+    Args:
+        x: Input tensor (floating point).
+        lower: Lower bound of the slope distribution, `0 <= lower <= upper`.
+        upper: Upper bound of the slope distribution.
+        training: Whether to draw random slopes (`True`) or use their mean.
+        seed: Used in training only: `None` (Keras's global generator), an
+            integer (the same slopes on every call: stateless, as in
+            `keras.random`) or a `keras.random.SeedGenerator` (fresh slopes on
+            every call, also inside compiled functions; this is what the
+            `RReLU` layer uses). Only the last two get the generator that
+            stays fast under XLA on CPU (see `keras_dnntools/_random.py`).
+
+    Returns:
+        A tensor of the shape and dtype of `x`.
+
+    Raises:
+        TypeError: if an argument has the wrong type.
+        ValueError: if `lower` or `upper` is out of range.
+
+    Example:
+
+    >>> x = np.array([-3.0, -1.0, 0.0, 2.0], dtype="float32")
+    >>> keras.ops.convert_to_numpy(kdt.activations.rrelu(x, lower=0.1, upper=0.3))
+    array([-0.6, -0.2,  0. ,  2. ], dtype=float32)
+    >>> y = kdt.activations.rrelu(x, 0.1, 0.3, training=True, seed=1)
+    >>> slopes = keras.ops.convert_to_numpy(y[:2] / x[:2])
+    >>> bool(((slopes >= 0.1) & (slopes <= 0.3)).all())
+    True
+    """
+    lower, upper = check_bounds(lower, upper)
+    training = check_bool("training", training)
+    seed = check_seed_argument(seed)
+    x = ops.convert_to_tensor(x)
+    if not keras.backend.is_float_dtype(x.dtype):
+        raise TypeError(
+            "Invalid type for argument `x`: expected a floating-point tensor. "
+            f"Received: x of dtype {keras.backend.standardize_dtype(x.dtype)}"
+        )
+    return apply_rrelu(x, lower, upper, training, seed)

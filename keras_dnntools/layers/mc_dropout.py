@@ -1,0 +1,325 @@
+"""Monte Carlo dropout layers: Keras's dropout layers, active at inference too.
+
+Each class subclasses the Keras layer it extends (so `isinstance(layer,
+keras.layers.Dropout)` and friends hold) and only changes `call`: the layer
+drops units in `fit`, `predict`, `evaluate` and in a plain call alike,
+whatever `training` says. The masks come from :mod:`keras_dnntools._random`,
+which keeps them fast under XLA (`jit_compile=True`) as well.
+
+Reference: [Gal and Ghahramani, 2016, "Dropout as a Bayesian Approximation:
+Representing Model Uncertainty in Deep Learning"](https://arxiv.org/abs/1506.02142).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_dnntools import _random
+from keras_dnntools._registry import public
+from keras_dnntools._validation import check_choice, check_float, check_seed
+from keras_dnntools.layers._seed_state import SeedStateMixin
+
+# SELU's constants, as in keras.layers.AlphaDropout.
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _check_rate(rate: Any) -> float:
+    return check_float("rate", rate, low=0.0, high=1.0, high_inclusive=False)
+
+
+def _check_noise_shape(noise_shape: Any) -> tuple[int | None, ...] | None:
+    """`None`, or a sequence of positive ints and `None`s; returned as a tuple."""
+    if noise_shape is None:
+        return None
+    expected = "None or a tuple/list of positive integers and None"
+    if isinstance(noise_shape, (str, bytes)) or not isinstance(noise_shape, Iterable):
+        raise TypeError(
+            f"Invalid type for argument `noise_shape`: expected {expected}. "
+            f"Received: noise_shape={noise_shape!r} of type "
+            f"{type(noise_shape).__name__}"
+        )
+    result = tuple(noise_shape)
+    for size in result:
+        if size is None:
+            continue
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(
+                f"Invalid type for argument `noise_shape`: expected {expected}. "
+                f"Received: noise_shape={noise_shape!r} (element {size!r} of type "
+                f"{type(size).__name__})"
+            )
+        if size <= 0:
+            raise ValueError(
+                f"Invalid value for argument `noise_shape`: expected {expected}. "
+                f"Received: noise_shape={noise_shape!r}"
+            )
+    return result
+
+
+def _check_data_format(data_format: Any) -> Any:
+    return check_choice(
+        "data_format", data_format, (None, "channels_last", "channels_first")
+    )
+
+
+@public("layers", serializable=True)
+class MCDropout(SeedStateMixin, keras.layers.Dropout):
+    """Dropout that stays active at inference (Monte Carlo dropout).
+
+    Same arguments and training behaviour as `keras.layers.Dropout`: each
+    element is set to 0 with probability `rate` and the others are scaled by
+    `1 / (1 - rate)`, so the expected sum is unchanged. Unlike Keras's layer
+    it also drops at inference (`predict`, `evaluate`, a plain call): averaging
+    many stochastic predictions approximates Bayesian model averaging and
+    their spread measures the model's uncertainty (see
+    `kdt.uncertainty.mc_predict`).
+
+    Reference: [Gal and Ghahramani, 2016](https://arxiv.org/abs/1506.02142).
+
+    Args:
+        rate: Float in `[0, 1)`, the fraction of the input units to drop.
+        noise_shape: `None` or a tuple of positive integers and `None`s, the
+            shape of the binary mask multiplied with the input; a `None` entry
+            takes the input's size. For inputs `(batch, timesteps, features)`,
+            `noise_shape=(None, 1, None)` drops the same features at every
+            timestep.
+        seed: `None` or a non-negative integer seeding the masks.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: Input tensor of any rank.
+        training: Ignored: the layer always drops units.
+
+    Raises:
+        TypeError: if an argument has the wrong type.
+        ValueError: if `rate` is outside `[0, 1)`, `seed` is negative or
+            `noise_shape` has a non-positive size.
+
+    Example:
+
+    >>> layer = kdt.layers.MCDropout(0.5, seed=0)
+    >>> y = keras.ops.convert_to_numpy(layer(np.ones((2, 1000), "float32")))
+    >>> sorted(np.unique(y).tolist())  # dropped at inference too
+    [0.0, 2.0]
+    >>> 0.45 < float((y == 0).mean()) < 0.55
+    True
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        noise_shape: Any = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        rate = _check_rate(rate)
+        noise_shape = _check_noise_shape(noise_shape)
+        seed = check_seed("seed", seed)
+        super().__init__(rate, noise_shape=noise_shape, seed=seed, **kwargs)
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        if self.rate == 0:
+            return inputs
+        return _random.dropout(
+            inputs, self.rate, self.seed_generator, noise_shape=self.noise_shape
+        )
+
+
+@public("layers", serializable=True)
+class MCAlphaDropout(SeedStateMixin, keras.layers.AlphaDropout):
+    """`keras.layers.AlphaDropout` that stays active at inference, for SELU nets.
+
+    Dropped units are set to SELU's negative saturation value and an affine
+    correction keeps the mean and variance of standardized inputs, so a
+    self-normalizing network stays normalized. Active in training and at
+    inference alike (Monte Carlo dropout).
+
+    Reference: [Klambauer et al., 2017, "Self-Normalizing Neural
+    Networks"](https://arxiv.org/abs/1706.02515).
+
+    Args:
+        rate: Float in `[0, 1)`: the drop probability. The multiplicative
+            noise has standard deviation `sqrt(rate / (1 - rate))`.
+        noise_shape: `None` or a tuple of positive integers and `None`s, the
+            shape of the binary mask (`None` entries follow the input).
+        seed: `None` or a non-negative integer seeding the masks.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: Input tensor of any rank.
+        training: Ignored: the layer always drops units.
+
+    Raises:
+        TypeError: if an argument has the wrong type.
+        ValueError: if `rate` is outside `[0, 1)`, `seed` is negative or
+            `noise_shape` has a non-positive size.
+
+    Example:
+
+    >>> layer = kdt.layers.MCAlphaDropout(0.2, seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(200, 500)).astype("float32")
+    >>> y = keras.ops.convert_to_numpy(layer(x))
+    >>> bool(abs(y.mean()) < 0.02 and abs(y.std() - 1.0) < 0.02)
+    True
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        noise_shape: Any = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        rate = _check_rate(rate)
+        noise_shape = _check_noise_shape(noise_shape)
+        seed = check_seed("seed", seed)
+        super().__init__(rate, noise_shape=noise_shape, seed=seed, **kwargs)
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        if self.rate == 0:
+            return inputs
+        rate = self.rate
+        mask = _random.keep_mask(
+            _random.noise_shape_of(inputs, self.noise_shape),
+            rate,
+            self.seed_generator,
+        )
+        alpha_p = -_SELU_ALPHA * _SELU_SCALE
+        a = ((1 - rate) * (1 + rate * alpha_p**2)) ** -0.5
+        b = -a * alpha_p * rate
+        dtype = inputs.dtype
+        kept = ops.where(mask, inputs, ops.cast(alpha_p, dtype))
+        return ops.add(ops.multiply(kept, ops.cast(a, dtype)), ops.cast(b, dtype))
+
+
+def _spatial_call(layer: Any, inputs: Any, noise_shape: Any) -> Any:
+    if layer.rate == 0:
+        return inputs
+    return _random.dropout(inputs, layer.rate, layer.seed_generator, noise_shape)
+
+
+_SPATIAL_DOC = """Always-active version of `keras.layers.{base}` (Monte Carlo dropout).
+
+    Drops entire {what} (the same channels at every position), with the same
+    arguments and scaling as Keras's layer, in training and at inference
+    alike.
+
+    Reference: [Tompson et al., 2014](https://arxiv.org/abs/1411.4280).
+
+    Args:
+        rate: Float in `[0, 1)`, the fraction of the channels to drop.{data_format}
+        seed: `None` or a non-negative integer seeding the masks.
+        name: The layer's name.
+        dtype: The layer's dtype or dtype policy.
+
+    Call arguments:
+        inputs: A {rank}D tensor.
+        training: Ignored: the layer always drops channels.
+
+    Raises:
+        TypeError: if an argument has the wrong type.
+        ValueError: if `rate` is outside `[0, 1)` or `seed` is negative{bad_format}.
+
+    Example:
+
+    >>> layer = kdt.layers.MCSpatialDropout{n}D(0.5, seed=0)
+    >>> y = keras.ops.convert_to_numpy(layer(np.ones({shape}, "float32")))
+    >>> per_channel = y.reshape(-1, y.shape[-1])
+    >>> bool((per_channel == per_channel[0]).all())  # whole channels dropped
+    True
+    """
+
+_DATA_FORMAT_DOC = """
+        data_format: `"channels_last"`, `"channels_first"` or `None` (Keras's
+            `image_data_format()`)."""
+
+
+def _spatial_doc(n: int, what: str, shape: str) -> str:
+    return _SPATIAL_DOC.format(
+        base=f"SpatialDropout{n}D",
+        what=what,
+        data_format="" if n == 1 else _DATA_FORMAT_DOC,
+        bad_format="" if n == 1 else " or `data_format` unknown",
+        rank=n + 2,
+        n=n,
+        shape=shape,
+    )
+
+
+@public("layers", serializable=True)
+class MCSpatialDropout1D(SeedStateMixin, keras.layers.SpatialDropout1D):
+    __doc__ = _spatial_doc(1, "1D feature maps", "(1, 6, 4)")
+
+    def __init__(
+        self, rate: float, seed: int | None = None, name: Any = None, dtype: Any = None
+    ) -> None:
+        rate = _check_rate(rate)
+        seed = check_seed("seed", seed)
+        super().__init__(rate, seed=seed, name=name, dtype=dtype)
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        shape = ops.shape(inputs)
+        return _spatial_call(self, inputs, (shape[0], 1, shape[2]))
+
+
+def _channel_noise_shape(inputs: Any, data_format: str) -> tuple[Any, ...]:
+    shape = ops.shape(inputs)
+    ones = (1,) * (len(shape) - 2)
+    if data_format == "channels_first":
+        return (shape[0], shape[1], *ones)
+    return (shape[0], *ones, shape[-1])
+
+
+@public("layers", serializable=True)
+class MCSpatialDropout2D(SeedStateMixin, keras.layers.SpatialDropout2D):
+    __doc__ = _spatial_doc(2, "2D feature maps", "(1, 3, 3, 4)")
+
+    def __init__(
+        self,
+        rate: float,
+        data_format: str | None = None,
+        seed: int | None = None,
+        name: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        rate = _check_rate(rate)
+        data_format = _check_data_format(data_format)
+        seed = check_seed("seed", seed)
+        super().__init__(
+            rate, data_format=data_format, seed=seed, name=name, dtype=dtype
+        )
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        return _spatial_call(
+            self, inputs, _channel_noise_shape(inputs, self.data_format)
+        )
+
+
+@public("layers", serializable=True)
+class MCSpatialDropout3D(SeedStateMixin, keras.layers.SpatialDropout3D):
+    __doc__ = _spatial_doc(3, "3D feature maps", "(1, 2, 2, 2, 4)")
+
+    def __init__(
+        self,
+        rate: float,
+        data_format: str | None = None,
+        seed: int | None = None,
+        name: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        rate = _check_rate(rate)
+        data_format = _check_data_format(data_format)
+        seed = check_seed("seed", seed)
+        super().__init__(
+            rate, data_format=data_format, seed=seed, name=name, dtype=dtype
+        )
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        return _spatial_call(
+            self, inputs, _channel_noise_shape(inputs, self.data_format)
+        )
