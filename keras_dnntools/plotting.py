@@ -189,7 +189,7 @@ def plot_reliability_diagram(
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
     ax.set_title(f"Reliability diagram (ECE = {ece:.3f})")
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower right")
     return ax
 
 
@@ -220,6 +220,18 @@ def plot_uncertainty_histogram(
     Raises:
         ImportError: if matplotlib is not installed.
         ValueError: if `measure` is unknown.
+
+    Example:
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5),
+    ...                           keras.layers.Dense(3, activation="softmax")])
+    >>> prediction = kdt.uncertainty.mc_predict(
+    ...     model, np.ones((8, 4)), n_samples=5, seed=0)
+    >>> ax = kdt.plotting.plot_uncertainty_histogram(prediction, [0] * 8)
+    >>> ax.get_xlabel()
+    'predictive entropy (nats)'
     """
     choices = ("predictive_entropy", "mutual_information", "expected_entropy", "std")
     if measure not in choices:

@@ -1,0 +1,434 @@
+"""Builds the notebooks in this folder from the cells below and executes them.
+
+Run from the repository root after changing a notebook's cells:
+
+    python notebooks/make_notebooks.py
+
+The notebooks are saved with their outputs; ``tests/test_notebooks.py`` executes
+them again in CI. Everything runs offline on scikit-learn's digits data.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+HERE = Path(__file__).parent
+
+SETUP = """\
+import os
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import matplotlib.pyplot as plt
+from sklearn.datasets import load_digits
+import keras_dnntools as kdt
+
+keras.utils.set_random_seed(42)
+digits = load_digits()
+x = (digits.data / 16.0).astype("float32")
+y = digits.target
+order = np.random.default_rng(42).permutation(len(x))
+x, y = x[order], y[order]
+x_train, y_train = x[:1200], y[:1200]
+x_test, y_test = x[1200:], y[1200:]
+print(x_train.shape, x_test.shape)"""
+
+MLP = """\
+def make_mlp(activation="relu", dropout=0.0, seed=42):
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((64,))]
+    for _ in range(2):
+        layers.append(keras.layers.Dense(128, kernel_initializer="he_normal"))
+        layers.append(
+            kdt.layers.RReLU(seed=seed)
+            if activation == "rrelu"
+            else keras.layers.Activation(activation)
+        )
+        if dropout:
+            layers.append(kdt.layers.MCDropout(dropout, seed=seed))
+    layers.append(keras.layers.Dense(10, activation="softmax"))
+    return keras.Sequential(layers)"""
+
+NOTEBOOKS = {
+    "01_schedules_and_lr_finder.ipynb": [
+        (
+            "md",
+            "# Learning-rate schedules, 1cycle and the learning-rate finder\n\n"
+            "The chapter's cheapest big speed-up. `kdt.schedules` holds the maths as "
+            "serializable `LearningRateSchedule`s (1cycle equal to PyTorch's "
+            "`OneCycleLR` step for step); `kdt.callbacks` installs them in `fit()` so "
+            "the rate (and momentum) is exact at every optimizer step, also with "
+            "`steps_per_execution`.",
+        ),
+        ("code", SETUP),
+        ("md", "## The schedules"),
+        (
+            "code",
+            """\
+steps = np.arange(1000)
+schedules = {
+    "1cycle": kdt.schedules.OneCycleSchedule(0.1, total_steps=1000),
+    "power (c=1)": kdt.schedules.PowerSchedule(0.1, decay_steps=100),
+    "exponential": kdt.schedules.ExponentialSchedule(0.1, decay_steps=500),
+    "piecewise": kdt.schedules.PiecewiseConstantSchedule([300, 600], [0.1, 0.05, 0.01]),
+}
+fig, ax = plt.subplots(figsize=(7, 4))
+for name, schedule in schedules.items():
+    ax.plot(steps, [float(schedule(s)) for s in steps], label=name)
+ax.set_xlabel("optimizer step"); ax.set_ylabel("learning rate"); ax.legend()
+plt.show()""",
+        ),
+        (
+            "code",
+            """\
+kdt.plotting.plot_schedule(
+    kdt.schedules.OneCycleSchedule(0.1, total_steps=1000),
+    momentum=kdt.schedules.OneCycleMomentum(total_steps=1000),
+)
+plt.show()""",
+        ),
+        ("md", "## Find a good rate\n\nAn exponential sweep over 100 batches."),
+        ("code", MLP),
+        (
+            "code",
+            """\
+model = make_mlp()
+model.compile(keras.optimizers.SGD(momentum=0.9), "sparse_categorical_crossentropy")
+finder = kdt.find_learning_rate(model, x_train, y_train, min_learning_rate=1e-4)
+print(f"suggested learning rate: {finder.suggestion:.3g}")
+finder.plot()
+plt.show()""",
+        ),
+        (
+            "md",
+            "## 1cycle against a constant rate\n\nThe finder restored the model's "
+            "weights and optimizer state. The constant run uses the suggested rate; "
+            "1cycle can afford a peak ten times higher, because its warm-up and its "
+            "annealing keep training stable.",
+        ),
+        (
+            "code",
+            """\
+max_rate = min(10 * finder.suggestion, 1.0)
+results = {}
+for name in ("constant", "1cycle"):
+    model = make_mlp()
+    model.compile(keras.optimizers.SGD(max_rate / 10 if name == "constant" else max_rate,
+                                       momentum=0.9),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    callbacks = [kdt.callbacks.OneCycleScheduler(max_rate)] if name == "1cycle" else []
+    history = model.fit(x_train, y_train, epochs=15, batch_size=32, verbose=0,
+                        validation_data=(x_test, y_test), callbacks=callbacks)
+    results[name] = history
+    print(f"{name:>8}: test accuracy {history.history['val_accuracy'][-1]:.3f}")
+plt.plot(results["1cycle"].history["learning_rate"], marker="o")
+plt.xlabel("epoch"); plt.ylabel("learning rate at the epoch's last step")
+plt.show()""",
+        ),
+        (
+            "md",
+            "## Exact at every step, also with `steps_per_execution`\n\n"
+            "A per-batch Python callback only runs once per `steps_per_execution` "
+            "steps. Our schedulers evaluate the schedule inside the train step, so "
+            "the logged rate equals the schedule at the optimizer's step counter.",
+        ),
+        (
+            "code",
+            """\
+model = make_mlp()
+model.compile(keras.optimizers.SGD(momentum=0.9), "sparse_categorical_crossentropy",
+              steps_per_execution=8)
+scheduler = kdt.callbacks.OneCycleScheduler(0.05)
+history = model.fit(x_train, y_train, epochs=3, batch_size=32, verbose=0,
+                    callbacks=[scheduler])
+steps_per_epoch = int(np.ceil(len(x_train) / 32))
+reference = kdt.schedules.OneCycleSchedule(0.05, total_steps=3 * steps_per_epoch)
+for epoch, logged in enumerate(history.history["learning_rate"]):
+    last_step = (epoch + 1) * steps_per_epoch - 1
+    print(epoch, f"{logged:.6f}", f"{float(reference(last_step)):.6f}")""",
+        ),
+    ],
+    "02_mc_dropout_and_uncertainty.ipynb": [
+        (
+            "md",
+            "# Monte Carlo dropout and uncertainty\n\n`kdt.uncertainty.mc_predict` "
+            "samples only the dropout layers (BatchNormalization stays in inference "
+            "mode), computes the deterministic part of the network once, and returns "
+            "the mean, the std and the uncertainty measures: predictive entropy, "
+            "expected entropy and mutual information (BALD).",
+        ),
+        ("code", SETUP),
+        ("code", MLP),
+        (
+            "code",
+            """\
+model = make_mlp(dropout=0.3)
+model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+model.fit(x_train, y_train, epochs=20, batch_size=32, verbose=0)
+prediction = kdt.uncertainty.mc_predict(model, x_test, n_samples=100, seed=0)
+one_pass = model.predict(x_test, verbose=0)
+
+def nll(probs):
+    return -np.mean(np.log(np.clip(probs[np.arange(len(y_test)), y_test], 1e-12, 1)))
+
+print(f"one stochastic pass: accuracy {np.mean(one_pass.argmax(1) == y_test):.3f}, "
+      f"NLL {nll(one_pass):.3f}, "
+      f"ECE {kdt.metrics.expected_calibration_error(y_test, one_pass):.3f}")
+print(f"MC dropout, 100 samples: accuracy "
+      f"{np.mean(prediction.predicted_class == y_test):.3f}, "
+      f"NLL {nll(np.asarray(prediction.mean)):.3f}, "
+      f"ECE {kdt.metrics.expected_calibration_error(y_test, prediction.mean):.3f}")""",
+        ),
+        (
+            "code",
+            """\
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+kdt.plotting.plot_reliability_diagram(y_test, prediction.mean, ax=axes[0])
+kdt.plotting.plot_uncertainty_histogram(
+    prediction, y_test, measure="mutual_information", ax=axes[1])
+plt.show()""",
+        ),
+        (
+            "md",
+            "## The most uncertain test images\n\nMutual information is high where "
+            "the samples disagree: the model's own doubt about its weights.",
+        ),
+        (
+            "code",
+            """\
+worst = np.argsort(np.asarray(prediction.mutual_information))[-6:]
+fig, axes = plt.subplots(1, 6, figsize=(12, 2.4))
+for ax, index in zip(axes, worst):
+    ax.imshow(x_test[index].reshape(8, 8), cmap="gray_r"); ax.axis("off")
+    ax.set_title(f"true {y_test[index]}, "
+                 f"pred {prediction.predicted_class[index]}", fontsize=9)
+plt.show()""",
+        ),
+        (
+            "md",
+            "## Existing models: plain `Dropout` works too\n\n`mc_predict` switches "
+            "plain Keras dropout on for the sampling only; `to_mc_dropout` makes a "
+            "weight-sharing copy with always-on MC layers.",
+        ),
+        (
+            "code",
+            """\
+plain = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation="relu"),
+                          keras.layers.Dropout(0.3),
+                          keras.layers.Dense(10, activation="softmax")])
+plain.compile("adam", "sparse_categorical_crossentropy",
+              metrics=[kdt.metrics.ExpectedCalibrationError()])
+plain.fit(x_train, y_train, epochs=10, verbose=0)
+print(plain.evaluate(x_test, y_test, verbose=0, return_dict=True))
+mc_model = kdt.uncertainty.to_mc_dropout(plain)
+print([type(layer).__name__ for layer in mc_model.layers])
+print(kdt.uncertainty.mc_predict(plain, x_test[:5], n_samples=50, seed=1).std.max(axis=-1))""",
+        ),
+    ],
+    "03_transfer_learning.ipynb": [
+        (
+            "md",
+            "# Transfer learning: model B on model A\n\nModel A learns digits 0-7. "
+            "Task B is odd against even over all ten digits, with only 40 labelled "
+            "images. We reuse A's layers, train the new head with the base frozen, "
+            "then unfreeze with lower, discriminative rates.",
+        ),
+        ("code", SETUP),
+        (
+            "code",
+            """\
+seen = y_train < 8
+model_a = keras.Sequential([
+    keras.Input((64,)),
+    keras.layers.Dense(128, activation="relu", kernel_initializer="he_normal"),
+    keras.layers.Dense(64, activation="relu", kernel_initializer="he_normal"),
+    keras.layers.Dense(8, activation="softmax"),
+])
+model_a.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+model_a.fit(x_train[seen], y_train[seen], epochs=20, verbose=0)
+few = np.random.default_rng(0).choice(len(x_train), 40, replace=False)
+x_b, y_b = x_train[few], (y_train[few] % 2).astype("float32")
+y_b_test = y_test % 2
+print("model A accuracy on 0-7:",
+      model_a.evaluate(x_test[y_test < 8], y_test[y_test < 8], verbose=0)[1])""",
+        ),
+        ("md", "## By hand: reuse, freeze, train the head, unfreeze, recompile"),
+        (
+            "code",
+            """\
+model_b = kdt.transfer.reuse_layers(
+    model_a, drop_top=1, head=keras.layers.Dense(1, activation="sigmoid"))
+model_b.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+print("trainable after reuse:", [layer.trainable for layer in model_b.layers])
+model_b.fit(x_b, y_b, epochs=20, batch_size=8, verbose=0)
+kdt.transfer.unfreeze(model_b)
+kdt.transfer.recompile(model_b, learning_rate=1e-4)
+model_b.fit(x_b, y_b, epochs=20, batch_size=8, verbose=0)
+print("B on A:", model_b.evaluate(x_test, y_b_test, verbose=0)[1])
+print("model A untouched:",
+      model_a.evaluate(x_test[y_test < 8], y_test[y_test < 8], verbose=0)[1])""",
+        ),
+        ("md", "## In one call: `fine_tune`, and against training from scratch"),
+        (
+            "code",
+            """\
+def scratch_model():
+    return keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(128, activation="relu", kernel_initializer="he_normal"),
+        keras.layers.Dense(64, activation="relu", kernel_initializer="he_normal"),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+
+for seed in range(3):
+    keras.utils.set_random_seed(seed)
+    tuned = kdt.transfer.reuse_layers(
+        model_a, drop_top=1, head=keras.layers.Dense(1, activation="sigmoid"))
+    tuned.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    # 40 images make 5 batches an epoch: a tiny data set needs more epochs and
+    # a higher rate than fastai's defaults (tuned for thousands of batches).
+    kdt.transfer.fine_tune(tuned, x_b, y_b, epochs=20, freeze_epochs=10,
+                           base_learning_rate=1e-2, batch_size=8, verbose=0)
+    keras.utils.set_random_seed(seed)
+    scratch = scratch_model()
+    scratch.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    scratch.fit(x_b, y_b, epochs=30, batch_size=8, verbose=0)
+    print(f"seed {seed}: B on A {tuned.evaluate(x_test, y_b_test, verbose=0)[1]:.3f}"
+          f"  from scratch {scratch.evaluate(x_test, y_b_test, verbose=0)[1]:.3f}")""",
+        ),
+        (
+            "md",
+            "## Unfreezing inside one `fit()`\n\n`GradualUnfreezing` makes the top N "
+            "weighted layers trainable from a given epoch on, within the same `fit` "
+            "call; newly trainable weights get optimizer slots.",
+        ),
+        (
+            "code",
+            """\
+keras.utils.set_random_seed(0)
+gradual = kdt.transfer.reuse_layers(
+    model_a, drop_top=1, head=keras.layers.Dense(1, activation="sigmoid"))
+gradual.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+before = gradual.layers[0].get_weights()[0].copy()
+gradual.fit(x_b, y_b, epochs=8, batch_size=8, verbose=0,
+            callbacks=[kdt.transfer.GradualUnfreezing({0: 1, 3: 2, 6: 3})])
+print("bottom layer changed:",
+      not np.array_equal(before, gradual.layers[0].get_weights()[0]))""",
+        ),
+    ],
+    "04_activations_and_constraints.ipynb": [
+        (
+            "md",
+            "# RReLU and max-norm\n\nRandomized leaky ReLU draws a fresh negative slope "
+            "for every element in training and uses the mean slope at inference "
+            "(as `torch.nn.RReLU`). Max-norm caps each unit's incoming weight vector.",
+        ),
+        ("code", SETUP),
+        (
+            "code",
+            """\
+z = np.linspace(-4, 4, 401).astype("float32")
+layer = kdt.layers.RReLU(seed=0)
+fig, ax = plt.subplots(figsize=(6, 4))
+for _ in range(3):
+    ax.plot(z, np.asarray(layer(z, training=True)), alpha=0.4, lw=1)
+ax.plot(z, np.asarray(layer(z, training=False)), color="black", label="inference")
+ax.axhline(0, color="gray", lw=0.5); ax.legend(); ax.set_title("RReLU")
+plt.show()""",
+        ),
+        ("code", MLP),
+        (
+            "code",
+            """\
+for activation in ("relu", "elu", "selu", "rrelu"):
+    model = make_mlp(activation)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x_train, y_train, epochs=15, verbose=0,
+                        validation_data=(x_test, y_test))
+    print(f"{activation:>6}: test accuracy {history.history['val_accuracy'][-1]:.3f}")""",
+        ),
+        (
+            "md",
+            "## Max-norm on a model you already have\n\n`apply_max_norm` knows each "
+            "layer type's fan-in axes and takes effect in the next `fit`, without "
+            "recompiling.",
+        ),
+        (
+            "code",
+            """\
+def fan_in_norms(model):
+    return [np.linalg.norm(layer.kernel.numpy(), axis=0).max()
+            for layer in model.layers if hasattr(layer, "kernel")]
+
+for clip in (False, True):
+    model = make_mlp()
+    model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
+    if clip:
+        kdt.constraints.apply_max_norm(model, max_value=1.0)
+    model.fit(x_train, y_train, epochs=5, verbose=0)
+    print("max-norm 1.0" if clip else "no constraint",
+          np.round(fan_in_norms(model), 3))""",
+        ),
+    ],
+}
+
+
+def build(name: str, cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    for kind, source in cells:
+        if kind == "md":
+            notebook.cells.append(nbformat.v4.new_markdown_cell(source))
+        else:
+            notebook.cells.append(nbformat.v4.new_code_cell(source))
+    return notebook
+
+
+NOISE = ("absl::InitializeLog", "oneDNN", "cuda", "cuInit", "cpu_feature_guard")
+
+
+def drop_native_log_noise(notebook: nbformat.NotebookNode) -> None:
+    """Removes TensorFlow's C++ start-up log lines from the saved outputs."""
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for output in cell.outputs:
+            if output.output_type == "stream" and output.name == "stderr":
+                lines = [
+                    line
+                    for line in output.text.splitlines(keepends=True)
+                    if not any(word in line for word in NOISE)
+                    and not line.startswith(("I0000", "E0000", "W0000", "To enable"))
+                ]
+                if not "".join(lines).strip():
+                    continue
+                output.text = "".join(lines)
+            kept.append(output)
+        cell.outputs = kept
+
+
+def main(names: list[str]) -> None:
+    for name, cells in NOTEBOOKS.items():
+        if names and name not in names:
+            continue
+        notebook = build(name, cells)
+        NotebookClient(notebook, timeout=600, kernel_name="python3").execute(
+            cwd=str(HERE)
+        )
+        drop_native_log_noise(notebook)
+        nbformat.write(notebook, HERE / name)
+        print("wrote", HERE / name)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
