@@ -30,11 +30,12 @@ def _flat_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return layers
 
 
-def _learning_rate(optimizer: Any) -> float | None:
-    try:
-        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    except Exception:
-        return None
+def _learning_rate(optimizer: Any) -> float | list:
+    """The current rate; one per sub-optimizer for a `MultiOptimizer`."""
+    sub_optimizers = getattr(optimizer, "optimizers", None)
+    if sub_optimizers:
+        return [_learning_rate(sub) for sub in sub_optimizers]
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 def _state(model: keras.Model) -> dict[str, Any]:

@@ -60,16 +60,6 @@ class Row:
     random_in_training: bool = False
 
 
-# Known bugs (strict xfail: the test fails again once they are fixed, so that
-# the mark is removed).
-DISCRIMINATIVE_PATHS = (
-    "a model compiled with discriminative_optimizer does not load: its "
-    "OptimizerMap keys are full variable paths ('sequential/dense/kernel|...'), "
-    "but a loaded model's variables are 'dense/kernel', so every variable falls "
-    "to the top group's optimizer and load_model fails ('A total of 1 objects "
-    "could not be loaded ... MultiOptimizer')"
-)
-
 FUNCTION = "a function without state: nothing to save, export or compile"
 PLOT = "a matplotlib plot helper"
 SCENARIO_ONLY = "covered by the scenario checks only"
@@ -257,26 +247,17 @@ MATRIX: dict[str, Row] = {
         export="a callback: export serves inference only",
         properties="not a schedule",
     ),
-    "transfer.discriminative_optimizer": dataclasses.replace(
-        _only(
-            "discriminative_optimizer",
-            ("save_load", "resume", "mixed_precision", "jit", "bad_input"),
-            SCENARIO_ONLY,
-            export="an optimizer: export serves inference only",
-            properties="not a schedule",
-        ),
-        xfail={"save_load": DISCRIMINATIVE_PATHS},
+    "transfer.discriminative_optimizer": _only(
+        "discriminative_optimizer",
+        ("save_load", "resume", "mixed_precision", "jit", "bad_input"),
+        SCENARIO_ONLY,
+        export="an optimizer: export serves inference only",
+        properties="not a schedule",
     ),
-    "transfer.fine_tune": dataclasses.replace(
-        _only(
-            "fine_tune",
-            ("save_load", "mixed_precision", "jit", "bad_input"),
-            "a recipe over freeze, 1cycle and discriminative_optimizer (own rows)",
-        ),
-        xfail={
-            "save_load": "compiles with discriminative_optimizer: "
-            + DISCRIMINATIVE_PATHS
-        },
+    "transfer.fine_tune": _only(
+        "fine_tune",
+        ("save_load", "mixed_precision", "jit", "bad_input"),
+        "a recipe over freeze, 1cycle and discriminative_optimizer (own rows)",
     ),
     # kdt.uncertainty
     "uncertainty.mc_predict": _only(
