@@ -57,9 +57,7 @@ def rrelu_slopes(
         return (lower + upper) / 2.0
     # Drawn in float32, then rounded to the compute dtype: a float16/bfloat16
     # uniform has few levels (128 in [0, 1) for bfloat16), which biases the mean.
-    slopes = _random.uniform(
-        ops.shape(inputs), seed, minval=lower, maxval=upper, dtype="float32"
-    )
+    slopes = _random.uniform_16bit(ops.shape(inputs), seed, minval=lower, maxval=upper)
     return ops.cast(slopes, inputs.dtype)
 
 

@@ -275,51 +275,35 @@ def _channel_noise_shape(inputs: Any, data_format: str) -> tuple[Any, ...]:
     return (shape[0], *ones, shape[-1])
 
 
+class _MCChannelDropout(SeedStateMixin):
+    """The shared body of the 2D and 3D layers (they differ only in their base)."""
+
+    def __init__(
+        self,
+        rate: float,
+        data_format: str | None = None,
+        seed: int | None = None,
+        name: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        rate = _check_rate(rate)
+        data_format = _check_data_format(data_format)
+        seed = check_seed("seed", seed)
+        super().__init__(
+            rate, data_format=data_format, seed=seed, name=name, dtype=dtype
+        )
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        return _spatial_call(
+            self, inputs, _channel_noise_shape(inputs, self.data_format)
+        )
+
+
 @public("layers", serializable=True)
-class MCSpatialDropout2D(SeedStateMixin, keras.layers.SpatialDropout2D):
+class MCSpatialDropout2D(_MCChannelDropout, keras.layers.SpatialDropout2D):
     __doc__ = _spatial_doc(2, "2D feature maps", "(1, 3, 3, 4)")
 
-    def __init__(
-        self,
-        rate: float,
-        data_format: str | None = None,
-        seed: int | None = None,
-        name: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        rate = _check_rate(rate)
-        data_format = _check_data_format(data_format)
-        seed = check_seed("seed", seed)
-        super().__init__(
-            rate, data_format=data_format, seed=seed, name=name, dtype=dtype
-        )
-
-    def call(self, inputs: Any, training: bool | None = None) -> Any:
-        return _spatial_call(
-            self, inputs, _channel_noise_shape(inputs, self.data_format)
-        )
-
 
 @public("layers", serializable=True)
-class MCSpatialDropout3D(SeedStateMixin, keras.layers.SpatialDropout3D):
+class MCSpatialDropout3D(_MCChannelDropout, keras.layers.SpatialDropout3D):
     __doc__ = _spatial_doc(3, "3D feature maps", "(1, 2, 2, 2, 4)")
-
-    def __init__(
-        self,
-        rate: float,
-        data_format: str | None = None,
-        seed: int | None = None,
-        name: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        rate = _check_rate(rate)
-        data_format = _check_data_format(data_format)
-        seed = check_seed("seed", seed)
-        super().__init__(
-            rate, data_format=data_format, seed=seed, name=name, dtype=dtype
-        )
-
-    def call(self, inputs: Any, training: bool | None = None) -> Any:
-        return _spatial_call(
-            self, inputs, _channel_noise_shape(inputs, self.data_format)
-        )
