@@ -85,6 +85,15 @@ def check_float(
     return result
 
 
+def check_positive(name: str, value: Any) -> float:
+    """Checks that ``value`` is a finite real number ``> 0`` (rates, factors, ...).
+
+    Returns:
+        ``value`` as a Python ``float``.
+    """
+    return check_float(name, value, low=0.0, low_inclusive=False)
+
+
 def check_int(
     name: str,
     value: Any,

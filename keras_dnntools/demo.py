@@ -117,6 +117,18 @@ class _EpochProgress(keras.callbacks.Callback):
         self.bar.update(epoch + 1, values=[("loss", (logs or {}).get("loss", 0.0))])
 
 
+def _fit(model, x, y, *, epochs: int, batch_size: int, label: str, callbacks=()):
+    """A quiet `fit` with one progress bar over its epochs."""
+    return model.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        verbose=0,
+        callbacks=[*callbacks, _EpochProgress(epochs, label)],
+    )
+
+
 def train_baseline(data, epochs: int, seed: int) -> tuple[Row, object]:
     keras.utils.set_random_seed(seed)
     model = build_baseline(data["x_train"].shape[1])
@@ -126,15 +138,13 @@ def train_baseline(data, epochs: int, seed: int) -> tuple[Row, object]:
         metrics=["accuracy"],
     )
     start = time.perf_counter()
-    model.fit(
+    _fit(
+        model,
         data["x_train"],
         data["y_train"],
         epochs=epochs,
         batch_size=32,
-        verbose=0,
-        callbacks=[
-            _EpochProgress(epochs, "baseline (ReLU, Glorot, Adam, constant rate)")
-        ],
+        label="baseline (ReLU, Glorot, Adam, constant rate)",
     )
     probs = model.predict(data["x_test"], verbose=0)
     return _score("baseline", data["y_test"], probs, time.perf_counter() - start), model
@@ -170,19 +180,14 @@ def train_recipe(data, epochs: int, seed: int, max_rate: float, mc_samples: int)
     kdt.constraints.apply_max_norm(model, max_value=3.0)
     scheduler = kdt.callbacks.OneCycleScheduler(max_rate)
     start = time.perf_counter()
-    history = model.fit(
+    history = _fit(
+        model,
         data["x_train"],
         data["y_train"],
         epochs=epochs,
         batch_size=32,
-        verbose=0,
-        callbacks=[
-            scheduler,
-            _EpochProgress(
-                epochs,
-                f"recipe (He, RReLU, max-norm 3, MC dropout, 1cycle to {max_rate:.3g})",
-            ),
-        ],
+        label=f"recipe (He, RReLU, max-norm 3, MC dropout, 1cycle to {max_rate:.3g})",
+        callbacks=[scheduler],
     )
     seconds = time.perf_counter() - start
     one_pass = model.predict(data["x_test"], verbose=0)
@@ -222,15 +227,13 @@ def transfer_experiment(data, epochs: int, seed: int) -> list[Row]:
         x_all.shape[1], keras.layers.Dense(len(classes), activation="softmax")
     )
     model_a.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
-    model_a.fit(
+    _fit(
+        model_a,
         x_all[seen],
         np.searchsorted(classes, y_all[seen]),
         epochs=max(epochs // 4, 1),
         batch_size=64,
-        verbose=0,
-        callbacks=[
-            _EpochProgress(max(epochs // 4, 1), "transfer: model A on 8 digits")
-        ],
+        label="transfer: model A on 8 digits",
     )
     rng = np.random.default_rng(seed)
     labelled = np.concatenate(
@@ -270,17 +273,13 @@ def transfer_experiment(data, epochs: int, seed: int) -> list[Row]:
         x_all.shape[1], keras.layers.Dense(1, activation="sigmoid")
     )
     scratch.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
-    scratch.fit(
+    _fit(
+        scratch,
         x_b,
         y_b,
         epochs=freeze_epochs + tune_epochs,
         batch_size=8,
-        verbose=0,
-        callbacks=[
-            _EpochProgress(
-                freeze_epochs + tune_epochs, "transfer: same network from scratch"
-            )
-        ],
+        label="transfer: same network from scratch",
     )
     rows.append(_binary_row("B from scratch", scratch, x_test, y_test, start))
     return rows

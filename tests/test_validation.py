@@ -34,6 +34,14 @@ def test_check_float_rejects_non_numbers(value):
         v.check_float("rate", value)
 
 
+def test_check_positive_excludes_zero():
+    assert v.check_positive("decay_steps", 2) == 2.0
+    with pytest.raises(ValueError, match=r"decay_steps > 0.0.*decay_steps=0"):
+        v.check_positive("decay_steps", 0)
+    with pytest.raises(TypeError, match="`decay_steps`"):
+        v.check_positive("decay_steps", "1")
+
+
 def test_check_int():
     assert v.check_int("steps", np.int64(3), low=1) == 3
     with pytest.raises(TypeError, match="`steps`"):

@@ -12,7 +12,12 @@ from keras import ops
 
 from keras_dnntools._optional import require_pyplot
 from keras_dnntools._registry import public
-from keras_dnntools._validation import check_float, check_int, invalid_value
+from keras_dnntools._validation import (
+    check_float,
+    check_int,
+    check_positive,
+    invalid_value,
+)
 from keras_dnntools.callbacks import _installation
 
 SMOOTHING = 0.98
@@ -175,12 +180,8 @@ class LearningRateFinder(keras.callbacks.Callback):
         stop_factor: float = 4.0,
     ) -> None:
         super().__init__()
-        self.min_learning_rate = check_float(
-            "min_learning_rate", min_learning_rate, low=0.0, low_inclusive=False
-        )
-        self.max_learning_rate = check_float(
-            "max_learning_rate", max_learning_rate, low=0.0, low_inclusive=False
-        )
+        self.min_learning_rate = check_positive("min_learning_rate", min_learning_rate)
+        self.max_learning_rate = check_positive("max_learning_rate", max_learning_rate)
         if self.max_learning_rate <= self.min_learning_rate:
             raise invalid_value(
                 "max_learning_rate",

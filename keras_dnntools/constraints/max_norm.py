@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from keras_dnntools._registry import public
-from keras_dnntools._validation import check_bool, check_float
+from keras_dnntools._validation import check_bool, check_positive
 
 
 def _check_axis(axis: Any) -> str | int | tuple[int, ...]:
@@ -81,9 +81,7 @@ class MaxNorm(keras.constraints.Constraint):
     """
 
     def __init__(self, max_value: float = 1.0, axis: Any = "auto") -> None:
-        self.max_value = check_float(
-            "max_value", max_value, low=0.0, low_inclusive=False
-        )
+        self.max_value = check_positive("max_value", max_value)
         self.axis = _check_axis(axis)
 
     def axes_for(self, rank: int) -> int | tuple[int, ...]:
@@ -312,7 +310,7 @@ def apply_max_norm(
             "Invalid type for argument `model`: expected a keras.Model. "
             f"Received: model={model!r} of type {type(model).__name__}"
         )
-    max_value = check_float("max_value", max_value, low=0.0, low_inclusive=False)
+    max_value = check_positive("max_value", max_value)
     clip_now = check_bool("clip_now", clip_now)
     for layer in _resolve(model, list(_flatten(model)), layers):
         for attribute, weight_name, axis in _specs(layer) or ():

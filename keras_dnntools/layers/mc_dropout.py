@@ -67,8 +67,24 @@ def _check_data_format(data_format: Any) -> Any:
     )
 
 
+class _MCUnitDropout(SeedStateMixin):
+    """The checked constructor shared by `MCDropout` and `MCAlphaDropout`."""
+
+    def __init__(
+        self,
+        rate: float,
+        noise_shape: Any = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        rate = _check_rate(rate)
+        noise_shape = _check_noise_shape(noise_shape)
+        seed = check_seed("seed", seed)
+        super().__init__(rate, noise_shape=noise_shape, seed=seed, **kwargs)
+
+
 @public("layers", serializable=True)
-class MCDropout(SeedStateMixin, keras.layers.Dropout):
+class MCDropout(_MCUnitDropout, keras.layers.Dropout):
     """Dropout that stays active at inference (Monte Carlo dropout).
 
     Same arguments and training behaviour as `keras.layers.Dropout`: each
@@ -110,18 +126,6 @@ class MCDropout(SeedStateMixin, keras.layers.Dropout):
     True
     """
 
-    def __init__(
-        self,
-        rate: float,
-        noise_shape: Any = None,
-        seed: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        rate = _check_rate(rate)
-        noise_shape = _check_noise_shape(noise_shape)
-        seed = check_seed("seed", seed)
-        super().__init__(rate, noise_shape=noise_shape, seed=seed, **kwargs)
-
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         if self.rate == 0:
             return inputs
@@ -131,7 +135,7 @@ class MCDropout(SeedStateMixin, keras.layers.Dropout):
 
 
 @public("layers", serializable=True)
-class MCAlphaDropout(SeedStateMixin, keras.layers.AlphaDropout):
+class MCAlphaDropout(_MCUnitDropout, keras.layers.AlphaDropout):
     """`keras.layers.AlphaDropout` that stays active at inference, for SELU nets.
 
     Dropped units are set to SELU's negative saturation value and an affine
@@ -167,18 +171,6 @@ class MCAlphaDropout(SeedStateMixin, keras.layers.AlphaDropout):
     >>> bool(abs(y.mean()) < 0.02 and abs(y.std() - 1.0) < 0.02)
     True
     """
-
-    def __init__(
-        self,
-        rate: float,
-        noise_shape: Any = None,
-        seed: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        rate = _check_rate(rate)
-        noise_shape = _check_noise_shape(noise_shape)
-        seed = check_seed("seed", seed)
-        super().__init__(rate, noise_shape=noise_shape, seed=seed, **kwargs)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         if self.rate == 0:

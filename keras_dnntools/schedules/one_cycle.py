@@ -10,6 +10,7 @@ from keras_dnntools._validation import (
     check_choice,
     check_float,
     check_int,
+    check_positive,
     invalid_value,
 )
 from keras_dnntools.schedules import _functional
@@ -127,9 +128,7 @@ class OneCycleSchedule(FunctionalSchedule):
         name: str | None = None,
     ) -> None:
         super().__init__()
-        max_learning_rate = check_float(
-            "max_learning_rate", max_learning_rate, low=0.0, low_inclusive=False
-        )
+        max_learning_rate = check_positive("max_learning_rate", max_learning_rate)
         total_steps, pct_start, anneal_strategy, three_phase = check_cycle(
             total_steps, pct_start, anneal_strategy, three_phase
         )
@@ -139,12 +138,8 @@ class OneCycleSchedule(FunctionalSchedule):
             total_steps=total_steps,
             pct_start=pct_start,
             anneal_strategy=anneal_strategy,
-            div_factor=check_float(
-                "div_factor", div_factor, low=0.0, low_inclusive=False
-            ),
-            final_div_factor=check_float(
-                "final_div_factor", final_div_factor, low=0.0, low_inclusive=False
-            ),
+            div_factor=check_positive("div_factor", div_factor),
+            final_div_factor=check_positive("final_div_factor", final_div_factor),
             three_phase=three_phase,
         )
 

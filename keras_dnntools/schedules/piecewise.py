@@ -7,7 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from keras_dnntools._registry import public
-from keras_dnntools._validation import check_float, invalid_type, invalid_value
+from keras_dnntools._validation import (
+    check_float,
+    check_positive,
+    invalid_type,
+    invalid_value,
+)
 from keras_dnntools.schedules import _functional
 from keras_dnntools.schedules._base import FunctionalSchedule
 
@@ -69,10 +74,7 @@ class PiecewiseConstantSchedule(FunctionalSchedule):
             for i, b in enumerate(boundaries)
         ]
         boundaries = [int(b) if b.is_integer() else b for b in boundaries]
-        values = [
-            check_float(f"values[{i}]", v, low=0.0, low_inclusive=False)
-            for i, v in enumerate(values)
-        ]
+        values = [check_positive(f"values[{i}]", v) for i, v in enumerate(values)]
         if any(later <= earlier for earlier, later in itertools.pairwise(boundaries)):
             raise invalid_value("boundaries", "strictly increasing steps", boundaries)
         if len(values) != len(boundaries) + 1:

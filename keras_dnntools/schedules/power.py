@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from keras_dnntools._registry import public
-from keras_dnntools._validation import check_float
+from keras_dnntools._validation import check_positive
 from keras_dnntools.schedules import _functional
 from keras_dnntools.schedules._base import FunctionalSchedule
 
@@ -55,16 +55,11 @@ class PowerSchedule(FunctionalSchedule):
         super().__init__()
         self._set_arguments(
             name,
-            initial_learning_rate=check_float(
-                "initial_learning_rate",
-                initial_learning_rate,
-                low=0.0,
-                low_inclusive=False,
+            initial_learning_rate=check_positive(
+                "initial_learning_rate", initial_learning_rate
             ),
-            decay_steps=check_float(
-                "decay_steps", decay_steps, low=0.0, low_inclusive=False
-            ),
-            power=check_float("power", power, low=0.0, low_inclusive=False),
+            decay_steps=check_positive("decay_steps", decay_steps),
+            power=check_positive("power", power),
         )
 
     def _value(self, step: Any) -> Any:
