@@ -5,6 +5,7 @@ duration of `fit()`, where Keras evaluates it from `optimizer.iterations`
 inside the train step: exact at every step, also with `steps_per_execution`.
 """
 
+from keras_dnntools.callbacks._fit_scope import release
 from keras_dnntools.callbacks.learning_rate_finder import (
     LearningRateFinder,
     LRFinderResult,
@@ -23,4 +24,5 @@ __all__ = [
     "OneCycleScheduler",
     "PowerScheduler",
     "find_learning_rate",
+    "release",
 ]

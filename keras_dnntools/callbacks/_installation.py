@@ -24,13 +24,17 @@ count:
 - While installed, the optimizer's `get_config()` reports those plain floats
   (the values of the latest step), so a model saved mid-run is a plain model.
 
-Keras's public `optimizer.learning_rate = schedule` setter would untrack the
-rate variable (renumbering `optimizer.variables`, which breaks checkpoints
-taken mid-run), and assigning a variable to an optimizer attribute would track
-it (same problem): `swap_learning_rate` and `set_untracked` are the two places
-that go around Keras's attribute handling, on purpose. This relies on the
-TensorFlow backend's traced train step (the package's backend): Keras reads
-the rate and these attributes while tracing.
+Where Keras has no public route (swapping the object the optimizer evaluates
+as its rate, an untracked stand-in for `momentum`), this goes through
+`keras_dnntools._keras_compat`. What is installed is undone on every exit path
+of `fit()`: see `keras_dnntools.callbacks._fit_scope`.
+
+The step a schedule sees is counted from the start of the `fit()` call that
+installed it: `t = iterations - first_step`, where `first_step` is the
+optimizer's step at the first epoch of that call minus
+`epoch * steps_per_epoch` (so `fit(initial_epoch=k)`, and a run that
+`keras.callbacks.BackupAndRestore` resumes at epoch k, continue the schedule
+where epoch k starts).
 """
 
 from __future__ import annotations
@@ -43,22 +47,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dnntools import _keras_compat
 from keras_dnntools._registry import PACKAGE
 from keras_dnntools.schedules import OneCycleMomentum, OneCycleSchedule
 
 MOMENTUM_ATTRIBUTES = ("beta_1", "momentum")
 # Cycles up to this many steps are tabulated (16 MiB of float32 per table).
 MAX_TABULATED_STEPS = 1 << 22
-
-
-def swap_learning_rate(optimizer: Any, value: Any) -> None:
-    """Sets the object Keras evaluates as `optimizer`'s rate, tracking nothing."""
-    optimizer._learning_rate = value
-
-
-def set_untracked(optimizer: Any, name: str, value: Any) -> None:
-    """Sets an attribute without Keras's variable tracking."""
-    object.__setattr__(optimizer, name, value)
 
 
 def _to_float(value: Any) -> float:
@@ -122,7 +117,8 @@ class _Binding:
     """
 
     iterations: Any
-    first_step: int
+    installed_step: int  # the optimizer's step when the schedule was installed
+    first_step: int  # the optimizer's step that the schedule counts as t = 0
     rate_variable: Any
     momentum_attribute: str | None = None
     momentum_schedule: Any = None
@@ -165,7 +161,9 @@ class InstalledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return rate if self.scale == 1.0 else rate * self.scale
 
     def values_at(self, step: int) -> tuple[float, float | None]:
-        """The rate (and momentum) this schedule gives `step`, without side effects."""
+        """The rate (and momentum) of optimizer step `step`, without side effects."""
+        if self.binding is not None:
+            step = max(step - self.binding.first_step, 0)
         scheduled = self.scheduled_step(step)
         rate = _to_float(self.schedule(scheduled)) * self.scale
         binding = self.binding
@@ -177,7 +175,7 @@ class InstalledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         """The rate and momentum of the last step taken since installation."""
         binding = self.binding
         last_step = int(ops.convert_to_numpy(binding.iterations)) - 1
-        if last_step >= binding.first_step:
+        if last_step >= binding.installed_step:
             return self.values_at(last_step)
         momentum = binding.momentum_variable
         return (
@@ -189,7 +187,8 @@ class InstalledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         binding = self.binding
         if binding is None:
             return self._scaled(self.schedule(self.scheduled_step(step)))
-        step = self.scheduled_step(binding.iterations)
+        step = ops.maximum(binding.iterations - binding.first_step, 0)
+        step = self.scheduled_step(step)
         if binding.tables is not None:
             rate_table, momentum_table = binding.tables
             step = ops.minimum(step, int(rate_table.shape[0]) - 1)
@@ -246,7 +245,7 @@ def leaves_and_scales(model: Any, owner: str) -> tuple[list[Any], list[float]]:
     rates = []
     for leaf in leaves:
         remove(leaf)
-        current = leaf._learning_rate
+        current = _keras_compat.learning_rate_holder(leaf)
         if not isinstance(current, keras.Variable):
             raise ValueError(
                 f"{owner} sets the learning rate itself, but the optimizer "
@@ -280,7 +279,7 @@ def momentum_attribute(optimizer: Any) -> str | None:
 
 def installed_schedule(optimizer: Any) -> InstalledSchedule | None:
     """The schedule a scheduler installed in `optimizer` (a leaf), if any."""
-    current = getattr(optimizer, "_learning_rate", None)
+    current = _keras_compat.learning_rate_holder(optimizer)
     if isinstance(current, InstalledSchedule) and current.binding is not None:
         return current
     return None
@@ -309,10 +308,12 @@ def remove(optimizer: Any) -> None:
     binding = installed.binding
     rate, momentum = installed.latest_values()
     binding.rate_variable.assign(rate)
-    swap_learning_rate(optimizer, binding.rate_variable)
+    _keras_compat.swap_learning_rate_holder(optimizer, binding.rate_variable)
     if momentum is not None:
-        set_untracked(optimizer, binding.momentum_attribute, momentum)
-    optimizer.__dict__.pop("get_config", None)
+        _keras_compat.set_untracked_attribute(
+            optimizer, binding.momentum_attribute, momentum
+        )
+    _keras_compat.remove_instance_attribute(optimizer, "get_config")
     installed.binding = None
 
 
@@ -351,23 +352,25 @@ def install(
     `tabulate`) can be shared by the sub-optimizers of a MultiOptimizer.
     """
     remove(optimizer)
+    first_step = int(ops.convert_to_numpy(iterations))
     installed = InstalledSchedule(schedule, scale, steps_per_epoch)
     binding = _Binding(
         iterations=iterations,
-        first_step=int(ops.convert_to_numpy(iterations)),
-        rate_variable=optimizer._learning_rate,
+        installed_step=first_step,
+        first_step=first_step,
+        rate_variable=_keras_compat.learning_rate_holder(optimizer),
         tables=tables,
     )
     if momentum_schedule is not None:
         name = momentum_attribute(optimizer)
         variable = ScheduledHyperparameter(float(getattr(optimizer, name)), name)
-        set_untracked(optimizer, name, variable)
+        _keras_compat.set_untracked_attribute(optimizer, name, variable)
         binding.momentum_attribute = name
         binding.momentum_schedule = momentum_schedule
         binding.momentum_variable = variable
     installed.binding = binding
-    swap_learning_rate(optimizer, installed)
-    set_untracked(
+    _keras_compat.swap_learning_rate_holder(optimizer, installed)
+    _keras_compat.set_untracked_attribute(
         optimizer, "get_config", functools.partial(_plain_config, optimizer, installed)
     )
     return installed

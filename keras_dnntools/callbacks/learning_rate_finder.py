@@ -18,7 +18,7 @@ from keras_dnntools._validation import (
     check_positive,
     invalid_value,
 )
-from keras_dnntools.callbacks import _installation
+from keras_dnntools.callbacks import _installation, _rate_owners
 
 SMOOTHING = 0.98
 
@@ -119,7 +119,7 @@ class LRFinderResult:
 
 
 @public("callbacks")
-class LearningRateFinder(keras.callbacks.Callback):
+class LearningRateFinder(_rate_owners.RateOwner):
     """Sweeps the learning rate exponentially during `fit()`, then restores the model.
 
     Over `steps` optimizer steps the rate grows from `min_learning_rate` to
@@ -196,27 +196,32 @@ class LearningRateFinder(keras.callbacks.Callback):
         self.result: LRFinderResult | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self.check_sole_rate_owner()
         owner = type(self).__name__
         leaves, scales = _installation.leaves_and_scales(self.model, owner)
         optimizer = self.model.optimizer
+        # Slots created during the sweep must be restored too: build first.
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
         self._saved = [
             (variable, ops.convert_to_numpy(variable))
-            for variable in [*self.model.variables, *optimizer.variables]
+            for variable in _unique([*self.model.variables, *optimizer.variables])
         ]
         self._first_step = int(ops.convert_to_numpy(optimizer.iterations))
         self._sweep = _Sweep(
             self.min_learning_rate, self.max_learning_rate, self.steps, self._first_step
         )
-        for leaf, scale in zip(leaves, scales, strict=True):
-            _installation.install(
-                leaf, iterations=optimizer.iterations, schedule=self._sweep, scale=scale
-            )
-        self.model.make_train_function(force=True)
         self._rates: list[float] = []
         self._raw: list[float] = []
         self._smoothed: list[float] = []
         self._average = 0.0
         self._best = math.inf
+        self.open_scope(self._restore)
+        for leaf, scale in zip(leaves, scales, strict=True):
+            _installation.install(
+                leaf, iterations=optimizer.iterations, schedule=self._sweep, scale=scale
+            )
+        self.model.make_train_function(force=True)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         # Keras's running mean of the loss starts again with every epoch.
@@ -248,13 +253,17 @@ class LearningRateFinder(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        for leaf in _installation.leaf_optimizers(self.model.optimizer):
+        self.close_scope()
+        self.result = self._result()
+
+    def _restore(self, model: keras.Model) -> None:
+        """Puts back every weight and optimizer variable, and the plain rate."""
+        for leaf in _installation.leaf_optimizers(model.optimizer):
             _installation.remove(leaf)
         for variable, value in self._saved:
             variable.assign(value)
         self._saved = []
-        self.model.make_train_function(force=True)
-        self.result = self._result()
+        model.make_train_function(force=True)
 
     def _result(self) -> LRFinderResult:
         rates = np.asarray(self._rates, dtype="float64")
@@ -267,6 +276,11 @@ class LearningRateFinder(keras.callbacks.Callback):
         else:
             suggestion = self.min_learning_rate
         return LRFinderResult(rates, smoothed, raw, suggestion)
+
+
+def _unique(variables: list) -> list:
+    seen: set[int] = set()
+    return [v for v in variables if not (id(v) in seen or seen.add(id(v)))]
 
 
 def _steps_per_epoch(x: Any, batch_size: int) -> int | None:
@@ -364,5 +378,10 @@ def find_learning_rate(
         fit_arguments.update(batch_size=batch_size, shuffle=True)
     else:  # a dataset or generator batches (and shuffles) itself
         fit_arguments.update(shuffle=False)
-    model.fit(x, y, verbose=0, callbacks=[finder], **fit_arguments)
+    try:
+        model.fit(x, y, verbose=0, callbacks=[finder], **fit_arguments)
+    finally:
+        # Restores the model at once also when fit() raised (bad data midway,
+        # KeyboardInterrupt): the exception reaches the caller afterwards.
+        finder.close_scope()
     return finder.result

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 from keras import ops
 
 from keras_dnntools._registry import public
 from keras_dnntools._validation import check_bool, check_choice, check_int
-from keras_dnntools.callbacks import _installation
+from keras_dnntools.callbacks import _installation, _rate_owners
 from keras_dnntools.schedules import (
     ExponentialSchedule,
     OneCycleMomentum,
@@ -46,16 +45,18 @@ _HOW_IT_WORKS = """
 
 
 def _explained(cls: type) -> type:
-    cls.__doc__ = cls.__doc__.replace("{how_it_works}", _HOW_IT_WORKS.strip())
+    if cls.__doc__ is not None:  # None under `python -OO`
+        cls.__doc__ = cls.__doc__.replace("{how_it_works}", _HOW_IT_WORKS.strip())
     return cls
 
 
-class _Scheduler(keras.callbacks.Callback):
+class _Scheduler(_rate_owners.RateOwner):
     """Installs `self._make_schedules()` for the duration of each `fit()` call."""
 
     def __init__(self) -> None:
         super().__init__()
         self._installed: list[Any] = []
+        self._origin_set = False
         self.schedule: Any = None
         self.momentum_schedule: Any = None
 
@@ -75,6 +76,7 @@ class _Scheduler(keras.callbacks.Callback):
         return int(steps)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self.check_sole_rate_owner()
         owner = type(self).__name__
         leaves, scales = _installation.leaves_and_scales(self.model, owner)
         schedule, momentum, steps_per_epoch = self._make_schedules()
@@ -92,20 +94,35 @@ class _Scheduler(keras.callbacks.Callback):
         self.schedule, self.momentum_schedule = schedule, momentum
         iterations = self.model.optimizer.iterations
         tables = _installation.tabulate(schedule, momentum, steps_per_epoch)
-        self._installed = [
-            _installation.install(
-                leaf,
-                iterations=iterations,
-                schedule=schedule,
-                scale=scale,
-                steps_per_epoch=steps_per_epoch,
-                momentum_schedule=momentum,
-                tables=tables,
+        self._origin_set = False
+        self._installed = []
+        self.open_scope(self._uninstall)
+        for leaf, scale in zip(leaves, scales, strict=True):
+            self._installed.append(
+                _installation.install(
+                    leaf,
+                    iterations=iterations,
+                    schedule=schedule,
+                    scale=scale,
+                    steps_per_epoch=steps_per_epoch,
+                    momentum_schedule=momentum,
+                    tables=tables,
+                )
             )
-            for leaf, scale in zip(leaves, scales, strict=True)
-        ]
         # A train step traced by an earlier fit() still holds the old rate.
         self.model.make_train_function(force=True)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self._origin_set or not self._installed:
+            return
+        # The schedule's t = 0 is the first step of epoch 0 of this fit():
+        # `initial_epoch` (or a BackupAndRestore resume) continues it.
+        self._origin_set = True
+        steps = (self.params or {}).get("steps") or 0
+        first_step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        first_step -= int(epoch) * int(steps)
+        for installed in self._installed:
+            installed.binding.first_step = first_step
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None or not self._installed:
@@ -122,10 +139,13 @@ class _Scheduler(keras.callbacks.Callback):
                 logs[installed.binding.momentum_attribute] = momentum
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        for leaf in _installation.leaf_optimizers(self.model.optimizer):
+        self.close_scope()
+
+    def _uninstall(self, model: Any) -> None:
+        for leaf in _installation.leaf_optimizers(model.optimizer):
             _installation.remove(leaf)
         self._installed = []
-        self.model.make_train_function(force=True)
+        model.make_train_function(force=True)
 
 
 @public("callbacks")

@@ -28,9 +28,9 @@ variable's ``velocity``), or, after the last one, counted as global state
 variables did not change. The new build lists the variables in the model's
 order, as ``fit()`` does (EMA relies on it).
 
-This needs Keras internals (``built``, ``_trainable_variables``,
-``_trainable_variables_indices``, ``_untrack_variable``); they are used here
-and nowhere else, and the tests exercise every path on the pinned Keras.
+This needs Keras internals (the variables an optimizer was built for, its
+variable index table, untracking a slot, the sub-optimizer map of a
+``MultiOptimizer``); each goes through ``keras_dnntools._keras_compat``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from collections.abc import Iterator, Sequence
 
 import keras
 import numpy as np
+
+from keras_dnntools import _keras_compat
 
 
 def rebuild_in_place(
@@ -87,21 +89,19 @@ def dispatch_to(optimizer: keras.optimizers.Optimizer, variables: Sequence) -> N
 
 def built_variables(optimizer: keras.optimizers.Optimizer) -> list:
     """The model variables ``optimizer`` was built for (empty when unbuilt)."""
-    if not optimizer.built:
-        return []
-    return list(optimizer._trainable_variables)
+    return _keras_compat.built_variables(optimizer)
 
 
 def _reindex(optimizer: keras.optimizers.Optimizer, variables: Sequence) -> None:
     # The base-class part of ``build``: the variable -> index table only.
-    optimizer._trainable_variables_indices = {}
+    _keras_compat.reset_variable_index(optimizer)
     keras.optimizers.Optimizer.build(optimizer, list(variables))
 
 
 def _rebuild_multi(
     optimizer: keras.optimizers.MultiOptimizer, variables: Sequence
 ) -> None:
-    mapping = {id(v): optimizer._optimizer_map(v) for v in variables}
+    mapping = {id(v): _keras_compat.sub_optimizer_for(optimizer, v) for v in variables}
     sub_optimizers = list(optimizer.optimizers)
     for sub_optimizer in mapping.values():
         if not any(sub_optimizer is known for known in sub_optimizers):
@@ -122,11 +122,11 @@ def _rebuild_single(optimizer: keras.optimizers.Optimizer, variables: Sequence) 
     old_labels = _replayed_labels(optimizer, old_variables)
     # Build-time variables come after the ones made in __init__ (the step
     # counter, the rate variable), so they are the last ones tracked.
-    tracked = list(optimizer._variables)
+    tracked = _keras_compat.tracked_variables(optimizer)
     old_slots = tracked[len(tracked) - len(old_labels) :] if old_labels else []
     if (
         len(old_labels) >= len(tracked)
-        or any(slot is optimizer._iterations for slot in old_slots)
+        or any(slot is optimizer.iterations for slot in old_slots)
         or any(
             tuple(slot.shape) != shape
             for slot, (_, shape) in zip(old_slots, old_labels, strict=True)
@@ -143,12 +143,14 @@ def _rebuild_single(optimizer: keras.optimizers.Optimizer, variables: Sequence) 
         for slot, (label, _) in zip(old_slots, old_labels, strict=True)
     ]
     for slot in old_slots:
-        optimizer._untrack_variable(slot)
-    optimizer._trainable_variables_indices = {}
+        _keras_compat.untrack_variable(optimizer, slot)
+    _keras_compat.reset_variable_index(optimizer)
     optimizer.built = False
     with _watching(optimizer) as new_labels:
         optimizer.build(variables)
-    new_slots = list(optimizer._variables)[len(tracked) - len(old_labels) :]
+    new_slots = _keras_compat.tracked_variables(optimizer)[
+        len(tracked) - len(old_labels) :
+    ]
     _restore(saved, list(zip(new_slots, new_labels, strict=True)), variables)
 
 
@@ -200,14 +202,16 @@ def _watching(optimizer: keras.optimizers.Optimizer) -> Iterator[list]:
         finally:
             references.pop()
 
-    optimizer.add_variable = add_variable
-    optimizer.add_variable_from_reference = add_variable_from_reference
+    _keras_compat.shadow_method(optimizer, "add_variable", add_variable)
+    _keras_compat.shadow_method(
+        optimizer, "add_variable_from_reference", add_variable_from_reference
+    )
     result: list = []
     try:
         yield result
     finally:
-        del optimizer.add_variable
-        del optimizer.add_variable_from_reference
+        _keras_compat.unshadow_method(optimizer, "add_variable")
+        _keras_compat.unshadow_method(optimizer, "add_variable_from_reference")
     by_id = dict(labels)
     created = [v for v in optimizer.variables if id(v) not in before]
     labelled = [by_id.get(id(v)) for v in created]

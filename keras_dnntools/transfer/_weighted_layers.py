@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import keras
 
+from keras_dnntools import _keras_compat
 from keras_dnntools._validation import invalid_type, invalid_value
 
 
@@ -95,7 +96,7 @@ def trainable_capable_variables(layer: keras.layers.Layer) -> list:
     """The variables of ``layer`` created trainable, whatever its flag now."""
     variables: list = []
     seen: set[int] = set()
-    for sublayer in layer._flatten_layers(include_self=True, recursive=True):
+    for sublayer in _keras_compat.flatten_layers(layer):
         for variable in getattr(sublayer, "_trainable_variables", ()):
             if id(variable) not in seen:
                 seen.add(id(variable))

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import keras
 
+from keras_dnntools import _keras_compat
 from keras_dnntools._registry import public
 from keras_dnntools._validation import (
     check_bool,
@@ -183,13 +184,13 @@ class GradualUnfreezing(keras.callbacks.Callback):
                     current_learning_rate(leaf) * self.learning_rate_factor
                 )
         self.model.make_train_function(force=True)
-        _mark_trainable_state_compiled(self.model)
+        _keras_compat.mark_trainable_state_compiled(self.model)
         self._applied = number
 
 
 def _check_scalable(optimizer: keras.optimizers.Optimizer, factor: float) -> None:
     for leaf in _rate_holders(optimizer):
-        if not isinstance(leaf._learning_rate, keras.Variable):
+        if not isinstance(_keras_compat.learning_rate_holder(leaf), keras.Variable):
             raise invalid_value(
                 "learning_rate_factor",
                 "None when the optimizer's learning rate is a "
@@ -210,16 +211,6 @@ def _rate_holders(optimizer: keras.optimizers.Optimizer) -> list:
     if isinstance(optimizer, keras.optimizers.MultiOptimizer):
         return list(optimizer.optimizers)
     return [optimizer]
-
-
-def _mark_trainable_state_compiled(model: keras.Model) -> None:
-    # Keras warns at the next evaluate() (validation inside fit) that the
-    # trainable state changed since compile(); here the train step and the
-    # optimizer have been rebuilt for it, so record the new state as compiled.
-    if hasattr(model, "_compiled_trainable_state"):
-        model._compiled_trainable_state = {
-            layer: layer.trainable for layer in model._flatten_layers()
-        }
 
 
 def _check_schedule(schedule: object) -> dict[int, int]:

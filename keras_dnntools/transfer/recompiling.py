@@ -6,6 +6,7 @@ from typing import Any
 
 import keras
 
+from keras_dnntools import _keras_compat
 from keras_dnntools._registry import public
 from keras_dnntools._validation import check_float, invalid_value
 from keras_dnntools.transfer import _weighted_layers as wl
@@ -160,7 +161,7 @@ def _fresh_multi_optimizer(
         return fresh
     largest = max(rates)
     for sub, rate in zip(fresh.optimizers, rates, strict=True):
-        if not isinstance(sub._learning_rate, keras.Variable):
+        if not isinstance(_keras_compat.learning_rate_holder(sub), keras.Variable):
             raise invalid_value(
                 "learning_rate",
                 "None when the sub-optimizers of a MultiOptimizer use "

@@ -1,0 +1,217 @@
+"""Every place where keras_dnntools reaches past Keras's public API.
+
+Keras gives no public route for a few things this package must do; each such
+contact lives here, with a comment that says why, and
+``tests/test_keras_compat.py`` fails when a Keras release changes what it
+relies on. Everything else in the package uses public Keras API only.
+
+How callbacks own their state (the design, in short)
+----------------------------------------------------
+A callback that drives an optimizer for one ``fit()`` call (a scheduler, the
+learning-rate finder) installs objects it owns: a ``LearningRateSchedule`` in
+place of the optimizer's rate, a variable in place of SGD's ``momentum`` /
+Adam's ``beta_1``, an optimizer ``get_config`` that reports plain floats.
+What it installed is recorded in a *fit scope*
+(``keras_dnntools.callbacks._fit_scope``) together with its undo. Keras's
+``fit`` has no ``finally`` on TensorFlow and torch and calls no callback hook
+after an exception, so a scope is closed by whichever comes first:
+
+1. ``on_train_end`` (a ``fit()`` that finished, early stopping included);
+2. the release of the ``fit()`` call's ``CallbackList`` (``weakref.finalize``):
+   when ``fit()`` raised and the exception has been handled, Python frees the
+   call's frames, and the scope closes at once;
+3. a guard on the model: the next ``fit``, ``evaluate``, ``predict``,
+   ``*_on_batch``, ``save`` or ``save_weights`` of that model (the
+   ``make_*_function``, ``save`` and ``save_weights`` the model looks up on its
+   instance) closes every scope left open by a ``fit()`` that is no longer
+   running, before it does anything. This covers an exception that is still
+   held (an interactive session keeps the last traceback, and with it the
+   frames).
+
+The guards are instance attributes that shadow the model's methods and remove
+themselves when the scope closes: nothing stays on the model after that. A
+direct call ``model(x)`` after a ``fit()`` that raised and before any of those
+methods sees the interrupted state; :func:`keras_dnntools.callbacks.release`
+closes the scopes explicitly.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import keras
+
+# --------------------------------------------------------------------------
+# Optimizers
+# --------------------------------------------------------------------------
+
+
+def learning_rate_holder(optimizer: Any) -> Any:
+    """The object the optimizer evaluates as its rate: a variable or a schedule.
+
+    The public ``optimizer.learning_rate`` evaluates a schedule at the current
+    step, so it cannot tell which one is installed.
+    """
+    return optimizer._learning_rate
+
+
+def swap_learning_rate_holder(optimizer: Any, value: Any) -> None:
+    """Sets the object the optimizer evaluates as its rate, tracking nothing.
+
+    The public setter (``optimizer.learning_rate = schedule``) untracks the
+    rate variable (renumbering ``optimizer.variables``, which breaks a
+    ``BackupAndRestore`` checkpoint taken mid-run) and cannot go back from a
+    schedule to a float.
+    """
+    optimizer._learning_rate = value
+
+
+def set_untracked_attribute(obj: Any, name: str, value: Any) -> None:
+    """Sets an attribute without Keras's automatic variable tracking.
+
+    A variable standing in for SGD's ``momentum`` must not join
+    ``optimizer.variables`` (it would change the checkpoint layout).
+    """
+    object.__setattr__(obj, name, value)
+
+
+def remove_instance_attribute(obj: Any, name: str) -> None:
+    """Removes an instance attribute set by :func:`set_untracked_attribute`."""
+    obj.__dict__.pop(name, None)
+
+
+def built_variables(optimizer: Any) -> list:
+    """The model variables an optimizer was built for (empty when unbuilt)."""
+    if not optimizer.built:
+        return []
+    return list(optimizer._trainable_variables)
+
+
+def tracked_variables(optimizer: Any) -> list:
+    """Every variable the optimizer tracks, in creation order.
+
+    ``optimizer.variables`` is the same list; this one is the list Keras
+    appends to, whose order says which variables ``build`` created last.
+    """
+    return list(optimizer._variables)
+
+
+def untrack_variable(optimizer: Any, variable: Any) -> None:
+    """Drops a slot variable from the optimizer (before it is built again)."""
+    optimizer._untrack_variable(variable)
+
+
+def reset_variable_index(optimizer: Any) -> None:
+    """Forgets the variable -> slot index table, so ``build`` can run again."""
+    optimizer._trainable_variables_indices = {}
+
+
+def sub_optimizer_for(multi_optimizer: Any, variable: Any) -> Any:
+    """The sub-optimizer of a ``MultiOptimizer`` that updates ``variable``."""
+    return multi_optimizer._optimizer_map(variable)
+
+
+# --------------------------------------------------------------------------
+# Layers and models
+# --------------------------------------------------------------------------
+
+
+def flatten_layers(layer: Any) -> list:
+    """Every layer inside ``layer``, itself included, at any depth.
+
+    ``layer.layers`` lists only the direct children of a model, and plain
+    layers (``TimeDistributed``, custom layers) have no public listing of the
+    layers they hold.
+    """
+    return list(layer._flatten_layers(include_self=True, recursive=True))
+
+
+def mark_trainable_state_compiled(model: Any) -> None:
+    """Records the model's current ``trainable`` flags as the compiled ones.
+
+    Keras warns at the next ``evaluate()`` when ``trainable`` changed since
+    ``compile()``. A callback that rebuilt the train step and the optimizer for
+    the new flags records them, so that the warning keeps its meaning.
+    """
+    if hasattr(model, "_compiled_trainable_state"):
+        model._compiled_trainable_state = {
+            layer: layer.trainable for layer in model._flatten_layers()
+        }
+
+
+def compiled_trainable_state(model: Any) -> dict | None:
+    """The ``trainable`` flags of each layer at ``compile()`` (None if unknown)."""
+    return getattr(model, "_compiled_trainable_state", None)
+
+
+# --------------------------------------------------------------------------
+# fit() in progress
+# --------------------------------------------------------------------------
+
+
+def running_callback_list() -> Any:
+    """The ``CallbackList`` whose hook is running now, found on the call stack.
+
+    A callback is given its model and params, never the list it belongs to;
+    the list is the ``self`` of the ``CallbackList`` method that calls it.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        candidate = frame.f_locals.get("self") if _is_method_frame(frame) else None
+        if isinstance(candidate, keras.callbacks.CallbackList):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def fit_in_progress(model: Any, callback_list: Any = None) -> bool:
+    """Whether a ``model.fit(...)`` call is on the call stack now.
+
+    With ``callback_list``, only the ``fit()`` call that runs that
+    ``CallbackList`` counts: every trainer's ``fit`` keeps it in its local
+    ``callbacks``.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is model:
+            if callback_list is None or frame.f_locals.get("callbacks") is (
+                callback_list
+            ):
+                return True
+        frame = frame.f_back
+    return False
+
+
+def _is_method_frame(frame: Any) -> bool:
+    code = frame.f_code
+    return code.co_argcount > 0 and code.co_varnames[:1] == ("self",)
+
+
+# Methods a model looks up on its instance at the start of fit, evaluate,
+# predict, *_on_batch, and save: a guard shadows them.
+GUARDED_METHODS = (
+    "make_train_function",
+    "make_test_function",
+    "make_predict_function",
+    "save",
+    "save_weights",
+)
+
+
+def shadow_method(obj: Any, name: str, replacement: Any) -> None:
+    """Makes ``obj.name`` resolve to ``replacement`` (an instance attribute)."""
+    object.__setattr__(obj, name, replacement)
+
+
+def unshadow_method(obj: Any, name: str, previous: Any = None) -> None:
+    """Undoes :func:`shadow_method`, restoring an earlier instance attribute."""
+    if previous is None:
+        obj.__dict__.pop(name, None)
+    else:
+        object.__setattr__(obj, name, previous)
+
+
+def instance_attribute(obj: Any, name: str) -> Any:
+    """An attribute set on the instance itself (not its class), or None."""
+    return obj.__dict__.get(name)

@@ -1,0 +1,219 @@
+"""What `keras_dnntools._keras_compat` relies on in Keras: one test per contact.
+
+Each test fails when a Keras release changes the private behaviour that the
+contact uses, so that the change is found here and not in a user's model.
+"""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from keras_dnntools import _keras_compat
+
+
+def _model():
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4, name="a"), keras.layers.Dense(1)]
+    )
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
+    return model
+
+
+def _data():
+    x = np.ones((16, 3), "float32")
+    return x, x[:, :1]
+
+
+# ---------------------------------------------------------------- optimizers
+
+
+def test_learning_rate_holder_is_the_rate_variable_or_the_schedule():
+    optimizer = keras.optimizers.SGD(0.1)
+    holder = _keras_compat.learning_rate_holder(optimizer)
+    assert isinstance(holder, keras.Variable)
+    assert any(holder is v for v in optimizer.variables)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    assert _keras_compat.learning_rate_holder(keras.optimizers.SGD(schedule)) is (
+        schedule
+    )
+
+
+def test_swapping_the_holder_keeps_the_variables_and_evaluates_the_schedule():
+    optimizer = keras.optimizers.SGD(0.1)
+    variables = list(optimizer.variables)
+    rate = _keras_compat.learning_rate_holder(optimizer)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.5, 10, 0.5)
+    _keras_compat.swap_learning_rate_holder(optimizer, schedule)
+    assert float(optimizer.learning_rate) == pytest.approx(0.5)
+    assert [id(v) for v in optimizer.variables] == [id(v) for v in variables]
+    _keras_compat.swap_learning_rate_holder(optimizer, rate)
+    assert float(optimizer.learning_rate) == pytest.approx(0.1)
+
+
+def test_untracked_attribute_stays_out_of_the_optimizer_variables():
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    count = len(optimizer.variables)
+    _keras_compat.set_untracked_attribute(
+        optimizer, "momentum", keras.Variable(0.5, trainable=False)
+    )
+    assert len(optimizer.variables) == count
+    # Why the contact exists: a plain assignment tracks the variable.
+    optimizer.some_state = keras.Variable(0.5, trainable=False)
+    assert len(optimizer.variables) == count + 1
+
+
+def test_an_instance_attribute_shadows_and_unshadows_a_method():
+    optimizer = keras.optimizers.SGD(0.1)
+    _keras_compat.set_untracked_attribute(optimizer, "get_config", lambda: {"x": 1})
+    assert optimizer.get_config() == {"x": 1}
+    _keras_compat.remove_instance_attribute(optimizer, "get_config")
+    assert optimizer.get_config()["learning_rate"] == pytest.approx(0.1)
+
+
+def test_built_variables_tracked_variables_and_untracking():
+    model = _model()
+    optimizer = model.optimizer
+    assert _keras_compat.built_variables(optimizer) == []
+    optimizer.build(model.trainable_variables)
+    built = _keras_compat.built_variables(optimizer)
+    assert [id(v) for v in built] == [id(v) for v in model.trainable_variables]
+    tracked = _keras_compat.tracked_variables(optimizer)
+    assert [id(v) for v in tracked] == [id(v) for v in optimizer.variables]
+    # The slots are the last variables tracked, one momentum per variable.
+    slots = tracked[-len(built) :]
+    assert [tuple(s.shape) for s in slots] == [tuple(v.shape) for v in built]
+    _keras_compat.untrack_variable(optimizer, slots[-1])
+    assert len(optimizer.variables) == len(tracked) - 1
+
+
+def test_resetting_the_index_lets_the_optimizer_build_again():
+    model = _model()
+    optimizer = model.optimizer
+    optimizer.build(model.trainable_variables[:2])
+    _keras_compat.reset_variable_index(optimizer)
+    optimizer.built = False
+    optimizer.build(model.trainable_variables)
+    optimizer.apply(
+        [keras.ops.ones_like(v) for v in model.trainable_variables],
+        model.trainable_variables,
+    )
+
+
+def test_sub_optimizer_for_a_variable_of_a_multi_optimizer():
+    model = _model()
+    slow, fast = keras.optimizers.SGD(0.01), keras.optimizers.Adam(0.1)
+    optimizer = keras.optimizers.MultiOptimizer(
+        keras.optimizers.OptimizerMap(
+            default_optimizer=fast, optimizer_map={".*a/.*": slow}
+        )
+    )
+    first, last = model.layers[0].kernel, model.layers[-1].kernel
+    assert _keras_compat.sub_optimizer_for(optimizer, first) is slow
+    assert _keras_compat.sub_optimizer_for(optimizer, last) is fast
+
+
+# ----------------------------------------------------------- layers, models
+
+
+def test_flatten_layers_reaches_inside_wrappers_and_nested_models():
+    inner = keras.layers.Dense(2, name="inner")
+    nested = keras.Sequential([keras.Input((5, 2)), keras.layers.Dense(3, name="deep")])
+    model = keras.Sequential(
+        [keras.Input((5, 3)), keras.layers.TimeDistributed(inner), nested]
+    )
+    names = [layer.name for layer in _keras_compat.flatten_layers(model)]
+    assert names[0] == model.name
+    assert {"inner", "deep"} <= set(names)
+
+
+def test_trainable_state_marked_as_compiled_silences_keras_warning():
+    model = _model()
+    x, y = _data()
+    model.fit(x, y, verbose=0)
+    assert _keras_compat.compiled_trainable_state(model) is not None
+    model.layers[0].trainable = False
+    # Keras's own check (3.15 defines it; newer releases call it from fit()).
+    with pytest.warns(UserWarning, match="trainable"):
+        model._warn_if_trainable_state_changed()
+    model.layers[0].trainable = True
+    model.fit(x, y, verbose=0)
+    model.layers[0].trainable = False
+    _keras_compat.mark_trainable_state_compiled(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model._warn_if_trainable_state_changed()
+
+
+# -------------------------------------------------------- fit() in progress
+
+
+def test_the_running_callback_list_and_fit_in_progress_are_found():
+    model = _model()
+    x, y = _data()
+    seen = {}
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen["list"] = _keras_compat.running_callback_list()
+            seen["fit"] = _keras_compat.fit_in_progress(self.model)
+            seen["this_fit"] = _keras_compat.fit_in_progress(self.model, seen["list"])
+            seen["other_fit"] = _keras_compat.fit_in_progress(
+                self.model, keras.callbacks.CallbackList()
+            )
+
+        def on_test_begin(self, logs=None):  # validation inside fit()
+            seen["fit_in_evaluate"] = _keras_compat.fit_in_progress(self.model)
+
+    probe = Probe()
+    model.fit(x, y, verbose=0, validation_data=(x, y), callbacks=[probe])
+    assert isinstance(seen["list"], keras.callbacks.CallbackList)
+    assert any(callback is probe for callback in seen["list"].callbacks)
+    assert seen["fit"] and seen["fit_in_evaluate"] and seen["this_fit"]
+    assert not seen["other_fit"]
+    assert not _keras_compat.fit_in_progress(model)
+    assert _keras_compat.running_callback_list() is None
+
+
+@pytest.mark.parametrize(
+    "call, method",
+    [
+        ("fit", "make_train_function"),
+        ("train_on_batch", "make_train_function"),
+        ("evaluate", "make_test_function"),
+        ("test_on_batch", "make_test_function"),
+        ("predict", "make_predict_function"),
+        ("predict_on_batch", "make_predict_function"),
+        ("save", "save"),
+        ("save_weights", "save_weights"),
+    ],
+)
+def test_keras_looks_up_the_guarded_methods_on_the_instance(call, method, tmp_path):
+    assert method in _keras_compat.GUARDED_METHODS
+    model = _model()
+    x, y = _data()
+    calls = []
+    original = getattr(type(model), method)
+
+    def shadow(*args, **kwargs):
+        calls.append(method)
+        return original(model, *args, **kwargs)
+
+    _keras_compat.shadow_method(model, method, shadow)
+    try:
+        arguments = {
+            "fit": lambda: model.fit(x, y, verbose=0),
+            "train_on_batch": lambda: model.train_on_batch(x, y),
+            "evaluate": lambda: model.evaluate(x, y, verbose=0),
+            "test_on_batch": lambda: model.test_on_batch(x, y),
+            "predict": lambda: model.predict(x, verbose=0),
+            "predict_on_batch": lambda: model.predict_on_batch(x),
+            "save": lambda: model.save(tmp_path / "m.keras"),
+            "save_weights": lambda: model.save_weights(tmp_path / "m.weights.h5"),
+        }
+        arguments[call]()
+    finally:
+        _keras_compat.unshadow_method(model, method)
+    assert calls, f"{call}() did not call {method}() on the instance"
+    assert method not in vars(model)
