@@ -24,10 +24,16 @@ schedule meant: the book-style callback runs once per execution, so under
 itself); for `OneCycleScheduler` every step is exact by construction, which
 `tests/callbacks/test_trajectories.py` proves against a NumPy re-simulation.
 
+`--model small` times the small MLP of issue 10 instead (784-128-10, batch 32,
+600 steps an epoch: 19,200 rows), where the per-step cost of the schedule
+weighs most. The backend is `KERAS_BACKEND` (TensorFlow or JAX, one thread).
+
 Usage::
 
     python benchmarks/bench_schedules.py            # 7 rounds, 60,000 rows
     python benchmarks/bench_schedules.py --quick    # 3 rounds, 12,000 rows
+    python benchmarks/bench_schedules.py --model small
+    KERAS_BACKEND=jax python benchmarks/bench_schedules.py --model small
 """
 
 from __future__ import annotations
@@ -40,15 +46,22 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import keras_dnntools as kdt
 
-tf.config.threading.set_inter_op_parallelism_threads(1)
-tf.config.threading.set_intra_op_parallelism_threads(1)
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+
+HIDDEN = {"book": (300, 100), "small": (128,)}
 
 BATCH_SIZE = 32
 EPOCHS = 2  # the second epoch is timed: tracing (once per fit) would swamp it
@@ -104,16 +117,18 @@ class BookOneCycle(keras.callbacks.Callback):
         self.model.optimizer.learning_rate = rate
 
 
+MODEL = "book"
+
+
 def make_model(num_features):
-    model = keras.Sequential(
+    hidden = [keras.layers.Dense(n, activation="relu") for n in HIDDEN[MODEL]]
+    return keras.Sequential(
         [
             keras.Input((num_features,)),
-            keras.layers.Dense(300, activation="relu"),
-            keras.layers.Dense(100, activation="relu"),
+            *hidden,
             keras.layers.Dense(10, activation="softmax"),
         ]
     )
-    return model
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -170,8 +185,12 @@ def main():
     parser.add_argument("--quick", action="store_true", help="3 rounds, 12,000 rows")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--model", choices=sorted(HIDDEN), default="book")
     arguments = parser.parse_args()
-    rows = arguments.rows or (12_000 if arguments.quick else 60_000)
+    global MODEL
+    MODEL = arguments.model
+    default_rows = 19_200 if MODEL == "small" else 60_000
+    rows = arguments.rows or (12_000 if arguments.quick else default_rows)
     rounds = arguments.rounds or (3 if arguments.quick else 7)
 
     rng = np.random.default_rng(0)
@@ -195,8 +214,9 @@ def main():
     print(
         f"fit, second epoch of 2, {rows:,} x 784 rows, batch {BATCH_SIZE} "
         f"({steps:,} steps), "
-        f"MLP 784-300-100-10, {rounds} rounds, keras {keras.__version__}, "
-        f"TensorFlow on 1 thread, load average {load_before:.1f} before, "
+        f"MLP 784-{'-'.join(map(str, HIDDEN[MODEL]))}-10, {rounds} rounds, "
+        f"keras {keras.__version__}, {keras.backend.backend()} on 1 thread, "
+        f"load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after"
     )
     print(

@@ -187,7 +187,9 @@ class InstalledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         binding = self.binding
         if binding is None:
             return self._scaled(self.schedule(self.scheduled_step(step)))
-        step = ops.maximum(binding.iterations - binding.first_step, 0)
+        step = binding.iterations
+        if binding.first_step:  # read while tracing: set before the first step
+            step = ops.maximum(step - binding.first_step, 0)
         step = self.scheduled_step(step)
         if binding.tables is not None:
             rate_table, momentum_table = binding.tables
@@ -201,11 +203,16 @@ class InstalledSchedule(keras.optimizers.schedules.LearningRateSchedule):
             momentum = None
             if binding.momentum_variable is not None:
                 momentum = ops.cast(binding.momentum_schedule(step), "float32")
-        # Checkpoints taken mid-run then hold the rate of the latest step.
-        binding.rate_variable.assign(ops.cast(rate, binding.rate_variable.dtype))
+        # The optimizer's own rate variable is assigned from Python at the end
+        # of each epoch (`sync_rate_variable`), not here: one op less per step.
         if momentum is not None:
             binding.momentum_variable.assign(momentum)
         return rate
+
+    def sync_rate_variable(self) -> None:
+        """Gives the optimizer's rate variable the rate of the latest step."""
+        rate, _ = self.latest_values()
+        self.binding.rate_variable.assign(rate)
 
     def get_config(self) -> dict[str, Any]:
         return {

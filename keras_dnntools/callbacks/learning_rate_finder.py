@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dnntools._data import steps_per_epoch
 from keras_dnntools._optional import require_pyplot
 from keras_dnntools._registry import public
 from keras_dnntools._validation import (
@@ -283,21 +284,6 @@ def _unique(variables: list) -> list:
     return [v for v in variables if not (id(v) in seen or seen.add(id(v)))]
 
 
-def _steps_per_epoch(x: Any, batch_size: int) -> int | None:
-    """Batches per epoch of `x` when it can be known without iterating it."""
-    cardinality = getattr(x, "cardinality", None)
-    if callable(cardinality):  # tf.data.Dataset
-        value = int(ops.convert_to_numpy(cardinality()))
-        return value if value > 0 else None
-    first = x
-    while isinstance(first, (list, tuple, dict)) and first:
-        first = next(iter(first.values())) if isinstance(first, dict) else first[0]
-    shape = getattr(first, "shape", None)
-    if shape is not None and len(shape) > 0 and shape[0] is not None:
-        return max(1, math.ceil(int(shape[0]) / batch_size))
-    return None
-
-
 @public("callbacks")
 def find_learning_rate(
     model: keras.Model,
@@ -369,7 +355,7 @@ def find_learning_rate(
             "(call `model.compile(optimizer=..., loss=...)` first). "
             f"Received: model={model!r}, which is not compiled."
         )
-    per_epoch = _steps_per_epoch(x, batch_size)
+    per_epoch = steps_per_epoch(x, batch_size)
     if per_epoch is None:
         fit_arguments = dict(epochs=1, steps_per_epoch=steps)
     else:

@@ -125,12 +125,17 @@ class _Scheduler(_rate_owners.RateOwner):
             installed.binding.first_step = first_step
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is None or not self._installed:
+        if not self._installed:
             return
+        if logs is None:
+            logs = {}
         # The values of the epoch's last step, computed from the schedules.
         last_step = max(
             int(ops.convert_to_numpy(self.model.optimizer.iterations)) - 1, 0
         )
+        for installed in self._installed:
+            # Checkpoints of the epoch (BackupAndRestore) hold its last rate.
+            installed.sync_rate_variable()
         main = max(self._installed, key=lambda installed: installed.scale)
         logs["learning_rate"] = main.values_at(last_step)[0]
         for installed in self._installed:

@@ -9,7 +9,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_dnntools._registry import public
+from keras_dnntools._registry import PACKAGE, public
 from keras_dnntools._validation import check_bool, check_positive
 
 
@@ -271,7 +271,16 @@ def apply_max_norm(
       (a "fan-in" axis 0 would cap each output dimension over the whole
       vocabulary, which is not what max-norm is used for on embeddings).
 
-    Layers inside nested models are included. Biases are left alone. The
+    A constraint the kernel already has (`non_neg`, say) is kept: the kernel
+    gets `ComposedConstraint(existing, MaxNorm(...))`, which applies the
+    existing one first, then the max-norm (applying `apply_max_norm` again
+    replaces the max-norm, it does not stack a second one). On a layer with
+    LoRA enabled (`layer.enable_lora(rank)`) the frozen kernel is clipped and
+    the trainable low-rank factor (`lora_kernel_b` of `Dense`,
+    `lora_embeddings_a` of `Embedding`) is scaled after each update, per
+    output unit, just enough that the effective kernel
+    `kernel + (alpha / rank) * a @ b` stays within `max_value`. Layers inside
+    nested models are included. Biases are left alone. The
     constraint is set both on the weight variable (which the optimizer reads)
     and on the layer's constructor attribute (`kernel_constraint`, ...), so it
     is part of the saved model. The model's compiled training step is reset,
@@ -314,7 +323,7 @@ def apply_max_norm(
     clip_now = check_bool("clip_now", clip_now)
     for layer in _resolve(model, list(_flatten(model)), layers):
         for attribute, weight_name, axis in _specs(layer) or ():
-            constraint = MaxNorm(max_value, axis=axis)
+            constraint = _composed(getattr(layer, attribute, None), max_value, axis)
             setattr(layer, attribute, constraint)
             variable = _weight(layer, weight_name) if layer.built else None
             if variable is None:
@@ -322,8 +331,97 @@ def apply_max_norm(
             variable.constraint = constraint
             if clip_now:
                 variable.assign(constraint(variable))
+            if getattr(layer, "lora_enabled", False):
+                _constrain_lora(layer, variable, max_value, clip_now)
     # The optimizer reads `variable.constraint` while the train step is traced:
     # drop the traced step so the next `fit` traces it again with the
     # constraints (the optimizer, its state and the compile settings are kept).
     model.train_function = None
     return model
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ComposedConstraint(keras.constraints.Constraint):
+    """Applies one constraint, then another: how a max-norm joins an existing one.
+
+    Args:
+        first: the constraint applied first (the one the weight had).
+        then: the constraint applied to its result (the max-norm).
+    """
+
+    def __init__(self, first: Any, then: Any) -> None:
+        self.first = keras.constraints.get(first)
+        self.then = keras.constraints.get(then)
+
+    def __call__(self, w: Any) -> Any:
+        return self.then(self.first(w))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "first": keras.constraints.serialize(self.first),
+            "then": keras.constraints.serialize(self.then),
+        }
+
+
+def _composed(existing: Any, max_value: float, axis: Any) -> Any:
+    constraint = MaxNorm(max_value, axis=axis)
+    if isinstance(existing, ComposedConstraint) and isinstance(existing.then, MaxNorm):
+        existing = existing.first
+    if existing is None or isinstance(existing, MaxNorm):
+        return constraint
+    return ComposedConstraint(existing, constraint)
+
+
+class _LoraFactorMaxNorm:
+    """Keeps `base + scale * a @ b` within `max_value` by scaling one factor.
+
+    Each output unit's slice of the factor (a column of `b` for `Dense`, a
+    row of `a` for `Embedding`) is multiplied by the largest `t` in [0, 1]
+    with `||base_j + t * v_j|| <= max_value`, `v_j` the unit's LoRA update:
+    a root of a quadratic in `t`, which exists because `base` is clipped.
+    """
+
+    def __init__(self, layer: Any, base: Any, max_value: float, factor: str):
+        self.layer, self.base, self.max_value, self.factor = (
+            layer,
+            base,
+            max_value,
+            factor,
+        )
+
+    def __call__(self, w: Any) -> Any:
+        layer = self.layer
+        scale = layer.lora_alpha / layer.lora_rank
+        base = ops.cast(self.base, w.dtype)
+        a, b = _lora_factors(layer)
+        if self.factor == "b":
+            update = scale * ops.matmul(ops.cast(a, w.dtype), w)
+            axis = 0  # Dense: one column per output unit
+        else:
+            update = scale * ops.matmul(w, ops.cast(b, w.dtype))
+            axis = 1  # Embedding: one row per embedding vector
+        bb = ops.sum(base * base, axis=axis, keepdims=True)
+        bv = ops.sum(base * update, axis=axis, keepdims=True)
+        vv = ops.sum(update * update, axis=axis, keepdims=True)
+        limit = self.max_value**2
+        root = ops.sqrt(ops.maximum(bv * bv - vv * (bb - limit), 0.0))
+        t = ops.clip((root - bv) / ops.maximum(vv, 1e-30), 0.0, 1.0)
+        fits = bb + 2.0 * bv + vv <= limit
+        t = ops.where(fits, ops.ones_like(t), t)
+        return w * t
+
+
+def _lora_factors(layer: Any) -> tuple[Any, Any]:
+    if isinstance(layer, keras.layers.Embedding):
+        return layer.lora_embeddings_a, layer.lora_embeddings_b
+    return layer.lora_kernel_a, layer.lora_kernel_b
+
+
+def _constrain_lora(layer: Any, base: Any, max_value: float, clip_now: bool) -> None:
+    factor = "a" if isinstance(layer, keras.layers.Embedding) else "b"
+    a, b = _lora_factors(layer)
+    variable = b if factor == "b" else a
+    constraint = _LoraFactorMaxNorm(layer, base, max_value, factor)
+    variable.constraint = constraint
+    if clip_now:
+        variable.assign(constraint(variable))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
+import numpy as np
+from keras import ops
 
 from keras_dnntools._registry import public
 from keras_dnntools._validation import (
@@ -65,7 +68,9 @@ def clone_with_weights(model: keras.Model) -> keras.Model:
             model.name,
         )
     for source, target in zip(source_weights, clone_weights, strict=True):
-        target.assign(source)
+        # By value: on JAX, assigning the variable would share its buffer,
+        # which the next train step of either model donates (deletes).
+        target.assign(np.array(ops.convert_to_numpy(source)))
     return clone
 
 
@@ -206,7 +211,7 @@ def _functional_on_top(
         outputs = base.outputs
         outputs = outputs[0] if len(outputs) == 1 else outputs
     else:
-        outputs = kept[-1].output
+        outputs = _trunk_output(kept, _body_layers(base)[len(kept) :], drop_top)
     trunk = keras.Model(base.inputs, outputs)
     if {id(layer) for layer in _body_layers(trunk)} != {id(layer) for layer in kept}:
         raise invalid_value(
@@ -220,3 +225,45 @@ def _functional_on_top(
     for layer in head_layers:
         x = layer(x)
     return keras.Model(base.inputs, x)
+
+
+def _inputs_of(layer: keras.layers.Layer) -> list:
+    try:
+        return keras.tree.flatten(layer.input)
+    except (AttributeError, ValueError):  # a layer called more than once
+        return []
+
+
+def _trunk_output(kept: list, dropped: list, drop_top: int) -> Any:
+    """The one tensor the dropped layers grow from, when that is unambiguous.
+
+    The kept layers must end in a single top: the layer whose output feeds
+    the dropped ones. Another kept layer whose output nothing kept consumes
+    (an output of the model that `drop_top` leaves in place, such as `main`
+    beside a dropped `aux`) makes the choice ambiguous.
+    """
+    consumed = [t for layer in kept for t in _inputs_of(layer)]
+    tops = [
+        layer
+        for layer in kept
+        if not any(layer.output is tensor for tensor in consumed)
+    ]
+    feeds = [
+        tensor
+        for layer in dropped
+        for tensor in _inputs_of(layer)
+        if any(kept_layer.output is tensor for kept_layer in kept)
+    ]
+    if len(tops) == 1 and all(tensor is tops[0].output for tensor in feeds):
+        return tops[0].output
+    names = sorted(top.name for top in tops)
+    raise invalid_value(
+        "drop_top",
+        "a number of top layers whose removal leaves one top layer to put the "
+        f"head on; with drop_top={drop_top} the kept layers end in {names} "
+        "(an output of the model that is not dropped, or parallel branches). "
+        "Drop every task-specific output (a larger drop_top) so that the head "
+        "goes on the shared trunk, or build model B by hand with the "
+        "Functional API",
+        drop_top,
+    )

@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+from keras import ops
 
+from keras_dnntools import _keras_compat
+from keras_dnntools._data import fit_steps_per_epoch
 from keras_dnntools._registry import public
 from keras_dnntools._validation import check_float, check_int, invalid_value
 from keras_dnntools.callbacks import OneCycleScheduler
+from keras_dnntools.schedules import OneCycleSchedule
 from keras_dnntools.transfer import _weighted_layers as wl
 from keras_dnntools.transfer.discriminative import discriminative_optimizer
 from keras_dnntools.transfer.freezing import set_top_trainable, unfreeze
@@ -118,6 +122,43 @@ def fine_tune(
                 fit_kwargs[name],
             )
     user_callbacks = list(fit_kwargs.pop("callbacks", None) or [])
+    _check_phase_lengths(
+        x, fit_kwargs, freeze_epochs, epochs, base_learning_rate, learning_rate_mult
+    )
+    saved = _ModelState(model)
+    try:
+        return _fine_tune(
+            model,
+            x,
+            y,
+            arguments,
+            epochs=epochs,
+            base_learning_rate=base_learning_rate,
+            freeze_epochs=freeze_epochs,
+            learning_rate_mult=learning_rate_mult,
+            user_callbacks=user_callbacks,
+            fit_kwargs=fit_kwargs,
+        )
+    except BaseException:
+        # Bad data midway, KeyboardInterrupt: the caller gets the model back
+        # as it was, with its own optimizer, before the exception reaches it.
+        saved.restore(model)
+        raise
+
+
+def _fine_tune(
+    model: keras.Model,
+    x: Any,
+    y: Any,
+    arguments: dict[str, Any],
+    *,
+    epochs: int,
+    base_learning_rate: float,
+    freeze_epochs: int,
+    learning_rate_mult: float,
+    user_callbacks: list,
+    fit_kwargs: dict[str, Any],
+) -> tuple[keras.callbacks.History, keras.callbacks.History]:
     template = _template_optimizer(compiled_optimizer(model))
     cycle_momentum = _has_momentum(template)
 
@@ -169,6 +210,63 @@ def fine_tune(
         x, y, epochs=epochs, callbacks=[*user_callbacks, scheduler], **fit_kwargs
     )
     return frozen_history, unfrozen_history
+
+
+class _ModelState:
+    """A model's variables, `trainable` flags and compiled optimizer."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self.optimizer = model.optimizer
+        self.arguments = compile_arguments(model)
+        self.trainable = [
+            (layer, layer.trainable) for layer in _keras_compat.flatten_layers(model)
+        ]
+        self.values = [(v, ops.convert_to_numpy(v)) for v in model.variables]
+        self.optimizer_values = [
+            (v, ops.convert_to_numpy(v)) for v in self.optimizer.variables
+        ]
+
+    def restore(self, model: keras.Model) -> None:
+        for layer, trainable in self.trainable:
+            layer.trainable = trainable
+        for variable, value in self.values:
+            variable.assign(value)
+        self.arguments["optimizer"] = self.optimizer
+        model.compile(**self.arguments)
+        for variable, value in self.optimizer_values:
+            variable.assign(value)
+
+
+def _check_phase_lengths(
+    x: Any,
+    fit_kwargs: dict[str, Any],
+    freeze_epochs: int,
+    epochs: int,
+    base_learning_rate: float,
+    learning_rate_mult: float,
+) -> None:
+    """Checks that each 1cycle phase has enough steps, before anything changes."""
+    per_epoch = fit_steps_per_epoch(x, fit_kwargs)
+    if per_epoch is None:
+        return  # a generator of unknown length: the scheduler will say
+    phases = [("epochs", epochs, {})]
+    if freeze_epochs:
+        phases.insert(
+            0, ("freeze_epochs", freeze_epochs, {"pct_start": FROZEN_PCT_START})
+        )
+    for name, count, extra in phases:
+        try:
+            OneCycleSchedule(base_learning_rate, total_steps=count * per_epoch, **extra)
+        except ValueError as error:
+            raise ValueError(
+                f"Invalid value for argument `{name}`: fine_tune runs a 1cycle "
+                f"schedule in each phase, and {name}={count} gives "
+                f"{count} x {per_epoch} = {count * per_epoch} optimizer steps "
+                f"({per_epoch} per epoch with batch_size="
+                f"{fit_kwargs.get('batch_size') or 32}), too few for the cycle. "
+                f"Pass more `{name}` or a smaller `batch_size`. Received: "
+                f"{name}={count}, learning_rate_mult={learning_rate_mult}."
+            ) from error
 
 
 def _template_optimizer(

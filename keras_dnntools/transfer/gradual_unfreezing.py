@@ -15,6 +15,7 @@ from keras_dnntools._validation import (
     invalid_type,
     invalid_value,
 )
+from keras_dnntools.callbacks._rate_owners import check_sole_rate_owner
 from keras_dnntools.transfer import _optimizer_state
 from keras_dnntools.transfer import _weighted_layers as wl
 from keras_dnntools.transfer.freezing import set_top_trainable, top_trainable_plan
@@ -52,8 +53,19 @@ class GradualUnfreezing(keras.callbacks.Callback):
     Reference: Howard & Ruder, "Universal Language Model Fine-tuning for Text
     Classification", ACL 2018 (https://arxiv.org/abs/1801.06146).
 
-    Requires the TensorFlow backend (the one this package depends on); the
-    JAX trainer holds the trainable variables fixed for the whole `fit()`.
+    Works on every backend: the train step is traced again at each change.
+    On JAX the optimizer is rebuilt in place at each change for exactly the
+    trainable variables (JAX applies it statelessly, which needs that), so
+    its variables change during `fit()` and a `BackupAndRestore` checkpoint
+    taken after a change does not load into a resumed run there. The
+    `schedule` counts the epoch index of each `fit()` call as Keras passes it
+    to callbacks: a reused `GradualUnfreezing` applies its
+    schedule again from epoch 0 of the next `fit()`, and from `initial_epoch`
+    when one is given (`fit(..., initial_epoch=4)` continues a schedule where
+    epoch 4 starts). With `learning_rate_factor` it sets the learning rate,
+    so it cannot share a `fit()` with a scheduler callback or Keras's
+    `ReduceLROnPlateau`/`LearningRateScheduler` (a `ValueError` before the
+    first step).
 
     Args:
         schedule: a dict mapping epochs (0-based, as in `on_epoch_begin`) to
@@ -115,12 +127,14 @@ class GradualUnfreezing(keras.callbacks.Callback):
         started = [start for start in self.schedule if start <= epoch]
         return self.schedule[max(started)] if started else None
 
+    @property
+    def sets_learning_rate(self) -> bool:
+        """Whether it changes the learning rate (with `learning_rate_factor`)."""
+        return self.learning_rate_factor is not None
+
     def on_train_begin(self, logs=None):
-        if keras.backend.backend() != "tensorflow":
-            raise RuntimeError(
-                "GradualUnfreezing needs the TensorFlow backend. Received backend: "
-                f"{keras.backend.backend()!r}"
-            )
+        if self.sets_learning_rate:
+            check_sole_rate_owner(self)
         all_leaves = wl.leaves(self.model)
         num_weighted = len(wl.weighted_leaf_indices(self.model, all_leaves))
         largest = max(self.schedule.values())
@@ -133,8 +147,11 @@ class GradualUnfreezing(keras.callbacks.Callback):
             )
         if self.learning_rate_factor is not None:
             _check_scalable(self.model.optimizer, self.learning_rate_factor)
-        variables = self._every_trainable_variable(all_leaves)
         optimizer = self.model.optimizer
+        if _exact_build():
+            variables = self.model.trainable_variables
+        else:
+            variables = self._every_trainable_variable(all_leaves)
         if sorted(_optimizer_state.slot_layout(optimizer)) != sorted(
             id(v) for v in variables
         ):
@@ -172,9 +189,12 @@ class GradualUnfreezing(keras.callbacks.Callback):
         )
         optimizer = self.model.optimizer
         trainable = self.model.trainable_variables
-        if not {id(v) for v in trainable} <= set(
-            _optimizer_state.slot_layout(optimizer)
-        ):  # `trainable` was changed by something else since the start
+        layout = _optimizer_state.slot_layout(optimizer)
+        if _exact_build():
+            if sorted(layout) != sorted(id(v) for v in trainable):
+                _optimizer_state.rebuild_in_place(optimizer, trainable)
+        elif not {id(v) for v in trainable} <= set(layout):
+            # `trainable` was changed by something else since the start
             _optimizer_state.rebuild_in_place(optimizer, trainable)
         _optimizer_state.dispatch_to(optimizer, trainable)
         if self.learning_rate_factor is not None and epoch > self._first_epoch:
@@ -186,6 +206,17 @@ class GradualUnfreezing(keras.callbacks.Callback):
         self.model.make_train_function(force=True)
         _keras_compat.mark_trainable_state_compiled(self.model)
         self._applied = number
+
+
+def _exact_build() -> bool:
+    """Whether the optimizer must hold slots for exactly the trainable variables.
+
+    The JAX trainer applies the optimizer statelessly, which insists on the
+    variables it was built with; the other backends accept a subset, so the
+    optimizer is built once for every variable the schedule will train (and
+    its variables stay the same during `fit()`, for `BackupAndRestore`).
+    """
+    return keras.backend.backend() == "jax"
 
 
 def _check_scalable(optimizer: keras.optimizers.Optimizer, factor: float) -> None:

@@ -19,7 +19,9 @@ def recompile(model: keras.Model, *, learning_rate: float | None = None) -> kera
     Keras decides what trains when `compile()` is called, so every change of
     `trainable` (freezing, unfreezing) needs a new `compile()`; this one
     repeats the last call: the same loss, loss weights, metrics, weighted
-    metrics, `run_eagerly`, `jit_compile` and `steps_per_execution`, and an
+    metrics, `run_eagerly`, `jit_compile`, `steps_per_execution` and
+    `auto_scale_loss` (read from the optimizer: a mixed_float16 model
+    compiled with `auto_scale_loss=False` stays without loss scaling), and an
     optimizer of the same class and configuration with fresh state (no
     momentum carried over from training with other layers frozen, step count
     back to 0). The optimizer's configuration is taken as it is now, so a rate
@@ -86,7 +88,7 @@ def compile_arguments(model: keras.Model) -> dict[str, Any]:
             model.name,
         )
     try:
-        return keras.saving.deserialize_keras_object(model.get_compile_config())
+        arguments = keras.saving.deserialize_keras_object(model.get_compile_config())
     except (TypeError, ValueError, AttributeError) as error:
         raise invalid_value(
             "model",
@@ -95,6 +97,13 @@ def compile_arguments(model: keras.Model) -> dict[str, Any]:
             f"be rebuilt; rebuilding them failed with: {error}",
             model.name,
         ) from error
+    # Keras's compile config leaves out `auto_scale_loss`: the optimizer shows
+    # it. Under mixed_float16, compile() wraps the optimizer in a
+    # LossScaleOptimizer unless it was told not to.
+    arguments["auto_scale_loss"] = isinstance(
+        model.optimizer, keras.optimizers.LossScaleOptimizer
+    )
+    return arguments
 
 
 def fresh_optimizer(

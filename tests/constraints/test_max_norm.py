@@ -360,3 +360,50 @@ def test_bad_arguments_of_apply_max_norm(args, kwargs, error, match):
 def test_model_must_be_a_model():
     with pytest.raises(TypeError, match=r"`model`.*keras.Model"):
         apply_max_norm(keras.layers.Dense(3))
+
+
+def test_apply_max_norm_composes_with_an_existing_constraint(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, kernel_constraint="non_neg")]
+    )
+    layer = model.layers[0]
+    layer.kernel.assign(np.array([[-1.0, 2.0, 0.5]] * 4, "float32"))
+    kdt.constraints.apply_max_norm(model, max_value=1.0)
+    kernel = layer.kernel.numpy()
+    assert (kernel >= 0).all()  # non_neg still holds
+    np.testing.assert_array_less(np.linalg.norm(kernel, axis=0), 1.0 + 1e-6)
+    # Applying it again replaces the max-norm instead of stacking a second one.
+    kdt.constraints.apply_max_norm(model, max_value=0.5)
+    constraint = layer.kernel_constraint
+    assert isinstance(constraint.first, keras.constraints.NonNeg)
+    assert constraint.then.max_value == 0.5
+    model.compile("sgd", "mse")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    assert loaded.layers[0].kernel_constraint.get_config() == constraint.get_config()
+
+
+@pytest.mark.parametrize("kind", ["dense", "embedding"])
+def test_apply_max_norm_holds_for_lora_enabled_layers(kind):
+    keras.utils.set_random_seed(0)
+    if kind == "dense":
+        layer = keras.layers.Dense(6)
+        model = keras.Sequential([keras.Input((8,)), layer])
+        x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+        y = 5 * np.random.default_rng(1).normal(size=(64, 6)).astype("float32")
+    else:
+        layer = keras.layers.Embedding(10, 6)
+        model = keras.Sequential([keras.Input((3,), dtype="int32"), layer])
+        x = np.random.default_rng(0).integers(0, 10, size=(64, 3))
+        y = 5 * np.random.default_rng(1).normal(size=(64, 3, 6)).astype("float32")
+    layer.enable_lora(2)
+    kdt.constraints.apply_max_norm(model, max_value=0.1)
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    effective = keras.ops.convert_to_numpy(
+        layer.kernel if kind == "dense" else layer.embeddings
+    )
+    axis = 0 if kind == "dense" else 1
+    norms = np.linalg.norm(effective, axis=axis)
+    assert norms.max() <= 0.1 + 1e-5
+    assert norms.max() >= 0.09  # trained up to the cap, not frozen at zero

@@ -160,3 +160,43 @@ def test_reuse_layers_rejects_subclassed_and_unbuilt_sources():
         kdt.transfer.reuse_layers(unbuilt)
     with pytest.raises(TypeError, match=r"`model`"):
         kdt.transfer.clone_with_weights("model")
+
+
+def _two_heads():
+    inputs = keras.Input((4,))
+    trunk = keras.layers.Dense(8, activation="relu", name="trunk")(inputs)
+    main = keras.layers.Dense(3, activation="softmax", name="main")(trunk)
+    aux = keras.layers.Dense(1, name="aux")(trunk)
+    return keras.Model(inputs, [main, aux])
+
+
+def test_reuse_layers_puts_the_head_on_the_shared_trunk_of_a_multi_output_model():
+    source = _two_heads()
+    model = kdt.transfer.reuse_layers(
+        source, drop_top=2, head=keras.layers.Dense(2, name="new_head")
+    )
+    assert [layer.name for layer in model.layers[1:]] == ["trunk", "new_head"]
+    x = np.ones((2, 4), "float32")
+    trunk = keras.Model(source.inputs, source.get_layer("trunk").output)
+    expected = model.get_layer("new_head")(trunk(x))
+    np.testing.assert_allclose(model(x), expected, rtol=1e-6)
+
+
+def test_reuse_layers_refuses_a_drop_that_leaves_another_output_in_place():
+    with pytest.raises(ValueError, match=r"drop_top.*\['main'\]"):
+        kdt.transfer.reuse_layers(_two_heads(), drop_top=1, head=keras.layers.Dense(2))
+
+
+def test_clones_do_not_share_buffers_and_both_train():
+    source = _two_heads()
+    source.compile("sgd", ["mse", "mse"])
+    clone = kdt.transfer.clone_with_weights(source)
+    clone.compile("sgd", ["mse", "mse"])
+    x = np.ones((8, 4), "float32")
+    y = [np.zeros((8, 3), "float32"), np.zeros((8, 1), "float32")]
+    before = [w.copy() for w in source.get_weights()]
+    clone.fit(x, y, verbose=0)
+    source.fit(x, y, verbose=0)  # on JAX, a shared buffer was deleted here
+    clone.predict(x, verbose=0)
+    for a, b in zip(before, clone.get_weights(), strict=True):
+        assert a.shape == b.shape

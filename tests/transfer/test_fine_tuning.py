@@ -123,3 +123,67 @@ def test_uncompiled_model_is_rejected():
     x, y = data(8)
     with pytest.raises(ValueError, match=r"`model`.*compiled"):
         kdt.transfer.fine_tune(mlp(), x, y, epochs=1)
+
+
+def _state(model):
+    return (
+        model.optimizer,
+        [np.array(v) for v in model.optimizer.variables],
+        [layer.trainable for layer in model._flatten_layers()],
+        [np.array(v) for v in model.variables],
+    )
+
+
+def _assert_state(model, state):
+    optimizer, optimizer_values, trainable, values = state
+    assert model.optimizer is optimizer
+    for variable, value in zip(
+        model.optimizer.variables, optimizer_values, strict=True
+    ):
+        np.testing.assert_array_equal(np.array(variable), value)
+    assert [layer.trainable for layer in model._flatten_layers()] == trainable
+    for variable, value in zip(model.variables, values, strict=True):
+        np.testing.assert_array_equal(np.array(variable), value)
+
+
+def test_too_few_steps_is_refused_in_the_users_terms_before_anything_changes():
+    model = model_b_on_nested_a()
+    x, y = data(16)
+    state = _state(model)
+    with pytest.raises(ValueError, match=r"`epochs`.*1 x 1 = 1 optimizer steps"):
+        kdt.transfer.fine_tune(model, x, y, epochs=1, batch_size=32, verbose=0)
+    _assert_state(model, state)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, error, at_fit):
+        super().__init__()
+        self.error, self.at_fit, self.fits = error, at_fit, 0
+
+    def on_train_begin(self, logs=None):
+        self.fits += 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.fits == self.at_fit and batch == 1:
+            raise self.error
+
+
+@pytest.mark.parametrize("at_fit", [1, 2], ids=["frozen_phase", "unfrozen_phase"])
+@pytest.mark.parametrize("error", [RuntimeError("bad"), KeyboardInterrupt()])
+def test_fine_tune_that_raises_gives_the_model_back_as_it_was(error, at_fit):
+    model = model_b_on_nested_a()
+    x, y = data(64)
+    model.fit(x, y, batch_size=16, verbose=0)  # a trained optimizer, built
+    state = _state(model)
+    with pytest.raises(type(error)):
+        kdt.transfer.fine_tune(
+            model,
+            x,
+            y,
+            epochs=2,
+            batch_size=16,
+            verbose=0,
+            callbacks=[_Interrupt(error, at_fit)],
+        )
+    _assert_state(model, state)
+    model.fit(x, y, batch_size=16, verbose=0)  # still trains as compiled

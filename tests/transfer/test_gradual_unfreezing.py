@@ -113,9 +113,14 @@ def test_optimizer_slots_new_ones_fresh_old_ones_kept(optimizer):
         name for name in at_event if name.startswith(slot_name(new_kernel, ""))
     ]
     assert new_slots or isinstance(optimizer, keras.optimizers.Adafactor)
-    # The optimizer's variables are made once, at the start of fit(): the
-    # layer that joins later has slots that stayed untouched until then.
-    assert list(at_event) == list(before_event) == list(snapshots.begin[0]["slots"])
+    if keras.backend.backend() == "jax":
+        # Rebuilt at each change for exactly the trainable variables (JAX
+        # applies the optimizer statelessly): the old slots are all kept.
+        assert set(before_event) < set(at_event)
+    else:
+        # The optimizer's variables are made once, at the start of fit(): the
+        # layer that joins later has slots that stayed untouched until then.
+        assert list(at_event) == list(before_event) == list(snapshots.begin[0]["slots"])
     for name in new_slots:
         if name.endswith("_average"):  # EMA starts from the variable itself
             np.testing.assert_array_equal(

@@ -129,3 +129,30 @@ def test_recompile_errors():
         kdt.transfer.recompile(model, learning_rate="fast")
     with pytest.raises(TypeError, match=r"`model`"):
         kdt.transfer.recompile(None)
+
+
+@pytest.mark.parametrize("auto_scale_loss", [False, True])
+def test_recompile_keeps_auto_scale_loss_run_eagerly_and_weighted_metrics(
+    auto_scale_loss,
+):
+    keras.config.set_dtype_policy("mixed_float16")
+    model = mlp()
+    model.compile(
+        keras.optimizers.SGD(0.01),
+        "mse",
+        weighted_metrics=["mae"],
+        run_eagerly=True,
+        steps_per_execution=3,
+        auto_scale_loss=auto_scale_loss,
+    )
+    scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled is auto_scale_loss
+    before = compile_config_without_optimizer(model)
+    kdt.transfer.recompile(model, learning_rate=0.1)
+    assert compile_config_without_optimizer(model) == before
+    assert model.run_eagerly and model.steps_per_execution == 3
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) is scaled
+    assert not isinstance(
+        getattr(model.optimizer, "inner_optimizer", None),
+        keras.optimizers.LossScaleOptimizer,
+    )
