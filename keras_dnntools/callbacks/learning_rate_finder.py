@@ -130,10 +130,15 @@ class LearningRateFinder(_rate_owners.RateOwner):
     batch the callback records the rate and the loss of that batch, and an
     exponentially smoothed loss (factor 0.98, bias-corrected as in fastai).
     Training stops after `steps` steps, when the smoothed loss exceeds
-    `stop_factor` times the best one seen, or when the loss is not finite. At
-    the end of `fit()` every model variable and every optimizer variable
-    (`iterations` included) gets back its value from the start of `fit()`,
-    bit for bit, and the optimizer its float rate.
+    `stop_factor` times the best one seen, or when the loss is not finite.
+    Afterwards every model variable and every optimizer variable
+    (`iterations` included, and the slots of an optimizer that the sweep
+    built) gets back its value from the start of `fit()`, bit for bit, and
+    the optimizer its float rate: at the end of `fit()`, and also when `fit()`
+    raised, at once when the exception has been handled, or otherwise at the
+    next `fit`, `evaluate`, `predict`, `*_on_batch`, `save` or `save_weights`
+    of the model (`kdt.callbacks.release(model)` does it explicitly). It sets
+    the learning rate: no other rate-setting callback may share its `fit()`.
 
     Keras's batch logs hold the running mean of the loss over the epoch; the
     callback recovers each batch's loss from two consecutive means

@@ -24,14 +24,25 @@ _HOW_IT_WORKS = """
     optimizer of a `LossScaleOptimizer`), where Keras evaluates it inside the
     compiled train step from `optimizer.iterations`: the rate used at every
     optimizer step is exact, also with `compile(steps_per_execution=N)`, and
-    the callback keeps no step counter of its own. At the end of `fit()` the
-    optimizer gets its float rate back, set to the rate of the last step.
-    Because the step is `optimizer.iterations` (which `fit()` never resets),
-    several `fit()` calls in a row continue the same schedule, `initial_epoch`
-    after reloading a model continues where the optimizer stopped, and a run
-    resumed by `keras.callbacks.BackupAndRestore` (which restores the
-    optimizer's variables) continues exactly where it was interrupted. To
-    start afresh, recompile (a new optimizer starts at step 0).
+    the callback keeps no step counter of its own. The schedule's step `t`
+    counts from the first step of epoch 0 of the `fit()` call: every `fit()`
+    starts the schedule again (a reused callback starts a new cycle), and
+    `fit(..., initial_epoch=k)`, or a run that
+    `keras.callbacks.BackupAndRestore` resumes at epoch k, continues it where
+    epoch k starts (`t = k * steps_per_epoch` there).
+
+    Afterwards the optimizer gets its plain float rate (and momentum) back,
+    with the value of the last step taken, and trains at that constant rate
+    until something changes it. This happens at the end of `fit()`, and also
+    when `fit()` raised (Keras calls no callback then): at once when the
+    exception has been handled and its frames freed, and otherwise (an
+    exception still held, as an interactive session does) at the next
+    `fit`, `evaluate`, `predict`, `*_on_batch`, `save` or `save_weights` of
+    the model, before it does anything; `kdt.callbacks.release(model)` does
+    it explicitly. A single callback may set the learning rate in a `fit()`:
+    another scheduler, the `LearningRateFinder`, Keras's `ReduceLROnPlateau`
+    or `LearningRateScheduler` beside it raise a `ValueError` before the
+    first step.
 
     With a `keras.optimizers.MultiOptimizer`, each sub-optimizer keeps its
     ratio to the others: the sub-optimizer with the largest rate at the start
@@ -168,8 +179,8 @@ class OneCycleScheduler(_Scheduler):
     at the last step.
 
     `total_steps=None` spans the cycle over the whole `fit()` call:
-    `epochs * steps_per_epoch` optimizer steps, counted from the optimizer's
-    step 0 (so that a resumed run keeps the same cycle). It needs a known
+    `epochs * steps_per_epoch` optimizer steps, counted from epoch 0 of the
+    call (so that a resumed run keeps the same cycle). It needs a known
     number of steps per epoch (arrays, or a `tf.data.Dataset` of known
     cardinality, or `steps_per_epoch`).
 

@@ -215,6 +215,10 @@ MATRIX: dict[str, Row] = {
         "restores the model and optimizer it probed: leaves no state behind",
         properties="not a schedule",
     ),
+    "callbacks.release": _na_all(
+        "undoes what our callbacks installed: nothing of its own to save, export "
+        "or distribute (tests/callbacks/test_state_ownership.py)"
+    ),
     # kdt.transfer
     "transfer.freeze": _only(
         "transfer", ("save_load", "bad_input"), "only sets `trainable` flags"

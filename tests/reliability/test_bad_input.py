@@ -194,6 +194,7 @@ CASES = [
         "model",
         lambda c: CB.find_learning_rate("model", c.x, c.y),
     ),
+    _case("callbacks.release", "model", lambda c: CB.release("model"), TypeError),
     # kdt.transfer
     _case("transfer.freeze", "until", lambda c: T.freeze(c.model, until="no_such")),
     _case("transfer.freeze", "until", lambda c: T.freeze(c.model, until=99)),
