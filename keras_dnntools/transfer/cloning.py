@@ -212,7 +212,8 @@ def _functional_on_top(
         outputs = outputs[0] if len(outputs) == 1 else outputs
     else:
         outputs = _trunk_output(kept, _body_layers(base)[len(kept) :], drop_top)
-    trunk = keras.Model(base.inputs, outputs)
+    inputs = base.inputs[0] if len(base.inputs) == 1 else base.inputs
+    trunk = keras.Model(inputs, outputs)
     if {id(layer) for layer in _body_layers(trunk)} != {id(layer) for layer in kept}:
         raise invalid_value(
             "drop_top",
@@ -224,7 +225,7 @@ def _functional_on_top(
     x = outputs
     for layer in head_layers:
         x = layer(x)
-    return keras.Model(base.inputs, x)
+    return keras.Model(inputs, x)
 
 
 def _inputs_of(layer: keras.layers.Layer) -> list:

@@ -128,7 +128,7 @@ def test_reuse_layers_rejects_branching_cut():
     right = keras.layers.Dense(3, name="right")(inputs)
     outputs = keras.layers.Add(name="add")([left, right])
     model_a = keras.Model(inputs, outputs)
-    with pytest.raises(ValueError, match=r"`drop_top`.*single chain"):
+    with pytest.raises(ValueError, match=r"`drop_top`.*one top layer"):
         kdt.transfer.reuse_layers(model_a, drop_top=1)
 
 
@@ -177,7 +177,7 @@ def test_reuse_layers_puts_the_head_on_the_shared_trunk_of_a_multi_output_model(
     )
     assert [layer.name for layer in model.layers[1:]] == ["trunk", "new_head"]
     x = np.ones((2, 4), "float32")
-    trunk = keras.Model(source.inputs, source.get_layer("trunk").output)
+    trunk = keras.Model(source.inputs[0], source.get_layer("trunk").output)
     expected = model.get_layer("new_head")(trunk(x))
     np.testing.assert_allclose(model(x), expected, rtol=1e-6)
 

@@ -92,13 +92,9 @@ def test_one_cycle_scheduler_keeps_the_ratios():
     rates = []
 
     class Record(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            rates.append(
-                [
-                    float(sub._learning_rate.binding.rate_variable.numpy())
-                    for sub in optimizer.optimizers
-                ]
-            )
+        def on_train_batch_begin(self, batch, logs=None):
+            # The rate each sub-optimizer uses at the coming step.
+            rates.append([float(sub.learning_rate) for sub in optimizer.optimizers])
 
     history = model.fit(
         x,

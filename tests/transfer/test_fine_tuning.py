@@ -125,32 +125,36 @@ def test_uncompiled_model_is_rejected():
         kdt.transfer.fine_tune(mlp(), x, y, epochs=1)
 
 
+def _values(variables):
+    return [keras.ops.convert_to_numpy(v) for v in variables]
+
+
 def _state(model):
     return (
         model.optimizer,
-        [np.array(v) for v in model.optimizer.variables],
+        _values(model.optimizer.variables),
         [layer.trainable for layer in model._flatten_layers()],
-        [np.array(v) for v in model.variables],
+        _values(model.variables),
     )
 
 
 def _assert_state(model, state):
     optimizer, optimizer_values, trainable, values = state
     assert model.optimizer is optimizer
-    for variable, value in zip(
-        model.optimizer.variables, optimizer_values, strict=True
+    for got, value in zip(
+        _values(model.optimizer.variables), optimizer_values, strict=True
     ):
-        np.testing.assert_array_equal(np.array(variable), value)
+        np.testing.assert_array_equal(got, value)
     assert [layer.trainable for layer in model._flatten_layers()] == trainable
-    for variable, value in zip(model.variables, values, strict=True):
-        np.testing.assert_array_equal(np.array(variable), value)
+    for got, value in zip(_values(model.variables), values, strict=True):
+        np.testing.assert_array_equal(got, value)
 
 
 def test_too_few_steps_is_refused_in_the_users_terms_before_anything_changes():
     model = model_b_on_nested_a()
     x, y = data(16)
     state = _state(model)
-    with pytest.raises(ValueError, match=r"`epochs`.*1 x 1 = 1 optimizer steps"):
+    with pytest.raises(ValueError, match=r"`freeze_epochs`.*1 x 1 = 1 optimizer steps"):
         kdt.transfer.fine_tune(model, x, y, epochs=1, batch_size=32, verbose=0)
     _assert_state(model, state)
 
