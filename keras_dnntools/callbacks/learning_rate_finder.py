@@ -14,6 +14,7 @@ from keras_dnntools._data import steps_per_epoch
 from keras_dnntools._optional import require_pyplot
 from keras_dnntools._registry import public
 from keras_dnntools._validation import (
+    check_choice,
     check_float,
     check_int,
     check_positive,
@@ -89,11 +90,67 @@ class LRFinderResult:
     raw_losses: np.ndarray
     suggestion: float
 
-    def plot(self, ax: Any = None) -> Any:
-        """Plots the smoothed loss against the rate (log scale), marking the suggestion.
+    def suggest(self, method: str = "valley") -> float:
+        """A suggested learning rate by one of fastai's rules.
+
+        - `"valley"` (the default, `.suggestion`): 1/2 of the way down the
+          longest descent of the smoothed loss.
+        - `"slide"`: walking back from the end, the rate where the slope of
+          the loss stops changing (fastai's `slide`, `lr_diff=15`,
+          `thresh=0.005`).
+        - `"minimum"`: the rate of the lowest loss, divided by 10 (Smith's
+          rule of thumb, fastai's `minimum`).
+        - `"steep"`: the rate where the loss falls fastest per decade.
+
+        Like fastai, `slide`, `minimum` and `steep` skip the first 10% of
+        the points and the last 5. For 1cycle, `OneCycleScheduler`'s
+        `max_learning_rate` is the peak rate: the `valley` or `minimum`
+        suggestion is a safe peak (fastai passes `valley` to
+        `fit_one_cycle`); `steep` is a lower bound, and the rate of the
+        minimum itself is too high (the loss is about to diverge there).
+
+        Args:
+            method: `"valley"`, `"slide"`, `"minimum"` or `"steep"`.
+
+        Returns:
+            The suggested rate, a float.
+
+        Raises:
+            ValueError: for an unknown `method`, or when the sweep recorded
+                too few finite losses for the rule.
+        """
+        method = check_choice("method", method, SUGGESTION_METHODS)
+        if method == "valley":
+            return self.suggestion
+        finite = np.isfinite(self.losses)
+        rates, losses = self.learning_rates[finite], self.losses[finite]
+        count = len(losses)
+        rates, losses = rates[count // 10 : count - 5], losses[count // 10 : count - 5]
+        if len(losses) < 3:
+            raise ValueError(
+                f"Invalid value for argument `method`: the sweep recorded {count} "
+                f"finite losses, too few for the {method!r} rule (it skips the "
+                "first 10% and the last 5). Run a longer sweep (`steps`), or use "
+                f"method='valley'. Received: method={method!r}"
+            )
+        if method == "minimum":
+            return float(rates[np.argmin(losses)] / 10)
+        slopes = np.diff(losses) / np.diff(np.log(rates))
+        if method == "steep":
+            return float(rates[np.argmin(slopes)])
+        return _slide(rates, losses)
+
+    def plot(self, ax: Any = None, *, method: str = "valley") -> Any:
+        """Plots the smoothed loss against the rate (log scale), marking a suggestion.
+
+        Shows the useful range: the diverged tail (after the minimum, where
+        the loss climbs above where the sweep started) is cut, and the y-axis
+        spans the losses up to the minimum, so that a divergence to a huge
+        loss does not flatten the curve.
 
         Args:
             ax: a matplotlib `Axes`; a new figure is made when `None`.
+            method: the rule whose suggestion is marked (see `suggest`).
 
         Returns:
             The matplotlib `Axes`.
@@ -105,18 +162,55 @@ class LRFinderResult:
         plt = require_pyplot()
         if ax is None:
             _, ax = plt.subplots()
-        ax.plot(self.learning_rates, self.losses, color="tab:blue")
+        rates, losses = _useful_range(self.learning_rates, self.losses)
+        ax.plot(rates, losses, color="tab:blue", label="smoothed loss")
         ax.set_xscale("log")
+        if len(losses):
+            low, high = float(np.min(losses)), float(np.max(losses))
+            margin = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
+            ax.set_ylim(low - margin, high + margin)
+        suggestion = self.suggest(method)
         ax.axvline(
-            self.suggestion,
+            suggestion,
             color="tab:red",
             linestyle="--",
-            label=f"suggestion: {self.suggestion:.2e}",
+            label=f"{method}: {suggestion:.2e}",
         )
-        ax.set_xlabel("learning rate")
+        ax.set_xlabel("learning rate (log scale)")
         ax.set_ylabel("loss (smoothed)")
-        ax.legend()
+        ax.set_title("Learning-rate finder")
+        ax.legend(loc="upper left")
         return ax
+
+
+SUGGESTION_METHODS = ("valley", "slide", "minimum", "steep")
+
+
+def _slide(rates: np.ndarray, losses: np.ndarray) -> float:
+    """fastai's `slide` rule (lr_diff=15, thresh=0.005)."""
+    gradient = np.gradient(losses)
+    lr_diff = min(15, len(losses) - 1)
+    right, left = -1, -1 - lr_diff
+    found = rates[left]
+    while left >= -len(losses) and abs(gradient[right] - gradient[left]) > 0.005:
+        found = rates[left]
+        right -= 1
+        left -= 1
+    return float(found)
+
+
+def _useful_range(
+    rates: np.ndarray, losses: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sweep up to where the loss, past its minimum, exceeds its start."""
+    finite = np.isfinite(losses)
+    rates, losses = rates[finite], losses[finite]
+    if len(losses) < 2:
+        return rates, losses
+    lowest = int(np.argmin(losses))
+    above = np.flatnonzero(losses[lowest:] > losses[0])
+    end = lowest + int(above[0]) + 1 if len(above) else len(losses)
+    return rates[:end], losses[:end]
 
 
 @public("callbacks")

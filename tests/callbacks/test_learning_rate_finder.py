@@ -203,3 +203,42 @@ def test_find_learning_rate_rejects_bad_batch_size():
     x, y = linear_data()
     with pytest.raises(ValueError, match="`batch_size`"):
         kdt.find_learning_rate(_model(keras.optimizers.SGD()), x, y, batch_size=0)
+
+
+def _synthetic_result():
+    """A sweep whose loss falls around 1e-3, bottoms out, then diverges to ~900."""
+    rates = np.logspace(-5, 1, 120)
+    u = np.log10(rates)
+    losses = 2.0 - 1.5 / (1.0 + np.exp(-3.0 * (u + 3.0))) + np.exp(3.0 * u) * 45.0
+    return kdt.LRFinderResult(rates, losses, losses, suggestion=1e-3)
+
+
+def test_suggestion_rules_against_numpy():
+    result = _synthetic_result()
+    rates, losses = result.learning_rates[12:-5], result.losses[12:-5]
+    assert result.suggest() == result.suggestion
+    assert result.suggest("minimum") == pytest.approx(rates[np.argmin(losses)] / 10)
+    slopes = np.diff(losses) / np.diff(np.log(rates))
+    assert result.suggest("steep") == pytest.approx(rates[np.argmin(slopes)])
+    # The steepest descent of this curve is at 1e-3 (its sigmoid's centre).
+    assert 5e-4 < result.suggest("steep") < 2e-3
+    slide = result.suggest("slide")
+    assert rates[0] <= slide <= rates[-1]
+    with pytest.raises(ValueError, match="method"):
+        result.suggest("fastest")
+
+
+def test_plot_shows_the_useful_range_and_marks_the_suggestion():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    result = _synthetic_result()
+    ax = result.plot(method="minimum")
+    bottom, top = ax.get_ylim()
+    assert top < 3.0  # the divergence to ~900 is cut, not squashing the curve
+    assert bottom < result.losses.min()
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    assert "minimum" in ax.get_legend_handles_labels()[1][1]
+    plotted = ax.get_lines()[0].get_ydata()
+    # Up to the first point past the minimum above the starting loss.
+    assert plotted[:-1].max() <= result.losses[0] + 1e-9 < plotted[-1]
+    matplotlib.pyplot.close("all")
