@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import numbers
+import warnings
+import weakref
+from typing import Any
 
 import keras
 
+from keras_dnntools import _keras_compat
 from keras_dnntools._registry import public
 from keras_dnntools._validation import (
     check_bool,
@@ -77,6 +81,7 @@ def freeze(
         for i, leaf in enumerate(all_leaves)
     ]
     wl.apply_plan(model, all_leaves, plan)
+    warn_at_fit_unless_recompiled(model, "freeze")
     return model
 
 
@@ -146,6 +151,7 @@ def unfreeze(
     set_top_trainable(
         model, top, keep_batchnorm_frozen=keep_batchnorm_frozen, all_leaves=all_leaves
     )
+    warn_at_fit_unless_recompiled(model, "unfreeze")
     return model
 
 
@@ -215,3 +221,51 @@ def _last_leaf(model: keras.Model, all_leaves: list[wl.Leaf], until: object) -> 
     index = int(until) % num_layers
     positions = [i for i, leaf in enumerate(all_leaves) if leaf.top_index <= index]
     return positions[-1] if positions else -1
+
+
+def _trainable_changed_since_compile(model: keras.Model) -> bool:
+    compiled = _keras_compat.compiled_trainable_state(model)
+    if not getattr(model, "compiled", False) or compiled is None:
+        return False
+    return any(
+        compiled.get(layer, layer.trainable) != layer.trainable
+        for layer in _keras_compat.flatten_layers(model)
+    )
+
+
+def warn_at_fit_unless_recompiled(model: keras.Model, what: str) -> None:
+    """Warns once at the next `fit()` if `trainable` changed since `compile()`.
+
+    Keras traced the train step for the layers that were trainable at
+    `compile()`: until the model is compiled again, `fit()` trains those, and
+    says nothing (Keras 3.15 defines that check but does not call it). The
+    warning comes from a guard on the model's `make_train_function`, which
+    removes itself at its first call.
+    """
+    if _keras_compat.instance_attribute(model, "make_train_function") is not None:
+        return  # a guard is in place already (ours, or a fit scope's)
+    if not _trainable_changed_since_compile(model):
+        return
+    model_ref = weakref.ref(model)
+    method = type(model).make_train_function
+
+    def make_train_function(*args: Any, **kwargs: Any) -> Any:
+        owner = model_ref()
+        if (
+            _keras_compat.instance_attribute(owner, "make_train_function")
+            is make_train_function
+        ):
+            _keras_compat.unshadow_method(owner, "make_train_function")
+        if _trainable_changed_since_compile(owner):
+            warnings.warn(
+                f"`kdt.transfer.{what}()` changed which layers of model "
+                f"{owner.name!r} are trainable after it was compiled: this fit() "
+                "still trains the layers that were trainable at compile(). Call "
+                "`kdt.transfer.recompile(model)` after freezing or unfreezing.",
+                UserWarning,
+                stacklevel=3,
+            )
+            _keras_compat.mark_trainable_state_compiled(owner)  # warn once
+        return method(owner, *args, **kwargs)
+
+    _keras_compat.shadow_method(model, "make_train_function", make_train_function)

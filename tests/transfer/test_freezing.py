@@ -215,3 +215,45 @@ def test_ambiguous_nested_name_is_rejected():
     outer = keras.Model(inputs, [first(inputs), second(inputs)])
     with pytest.raises(ValueError, match="unique"):
         kdt.transfer.freeze(outer, until="shared_name")
+
+
+def _compiled_mlp():
+    model = mlp()
+    model.compile("sgd", "mse")
+    return model
+
+
+@pytest.mark.parametrize("change", ["freeze", "unfreeze"])
+def test_fit_after_a_change_without_recompile_warns_once(change):
+    import warnings
+
+    model = _compiled_mlp()
+    x, y = data(16)
+    if change == "unfreeze":
+        kdt.transfer.freeze(model)
+        kdt.transfer.recompile(model)
+        kdt.transfer.unfreeze(model)
+    else:
+        kdt.transfer.freeze(model, until=1)
+    with pytest.warns(UserWarning, match=r"recompile\(model\)"):
+        model.fit(x, y, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(x, y, verbose=0)
+    assert "make_train_function" not in vars(model)
+
+
+def test_no_warning_when_recompiled_or_changed_before_compile():
+    import warnings
+
+    x, y = data(16)
+    model = _compiled_mlp()
+    kdt.transfer.freeze(model, until=1)
+    kdt.transfer.recompile(model)
+    later = mlp()
+    kdt.transfer.freeze(later, until=1)
+    later.compile("sgd", "mse")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(x, y, verbose=0)
+        later.fit(x, y, verbose=0)
