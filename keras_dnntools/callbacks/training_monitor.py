@@ -261,12 +261,13 @@ class TrainingMonitor(keras.callbacks.Callback):
     def _kernels(self, values=None):
         """The kernel (or first trainable weight) of each watched layer."""
         result = []
+        index = {id(v): i for i, v in enumerate(self.model.trainable_variables)}
         for w in self._watched:
             variable = w.kernel if w.kernel is not None else w.layer.weights[0]
             if values is None:
                 result.append(ops.cast(ops.convert_to_tensor(variable), "float32"))
             else:
-                position = self._trainable_index.get(id(variable))
+                position = index.get(id(variable))
                 value = values[position] if position is not None else variable
                 result.append(ops.cast(value, "float32"))
         return result
@@ -446,9 +447,6 @@ class TrainingMonitor(keras.callbacks.Callback):
         model = self.model
         self._watched = _inspection.watched_layers(model, self.layers)
         self._probe = _inspection.build_probe(model, self._watched)
-        self._trainable_index = {
-            id(v): i for i, v in enumerate(model.trainable_variables)
-        }
         inner = getattr(model.optimizer, "inner_optimizer", model.optimizer)
         self._has_momentum = any(
             getattr(inner, name, None) is not None for name in ("momentum", "beta_1")
