@@ -173,6 +173,7 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     def _reset(self):
         self._records: list[np.ndarray] = []
+        self._monitored = None
         self._written = 0
         self._live = False
         self._token = False
@@ -224,7 +225,7 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     def _measure(self, x, y, sample_weight, state=None):
         """Flat vector of everything but the head and the update ratios."""
-        model = self.model
+        model = self._monitored
         loss, activations, grads = _inspection.forward_backward(
             model, self._probe, x, y, sample_weight, state=state
         )
@@ -261,7 +262,7 @@ class TrainingMonitor(keras.callbacks.Callback):
     def _kernels(self, values=None):
         """The kernel (or first trainable weight) of each watched layer."""
         result = []
-        index = {id(v): i for i, v in enumerate(self.model.trainable_variables)}
+        index = {id(v): i for i, v in enumerate(self._monitored.trainable_variables)}
         for w in self._watched:
             variable = w.kernel if w.kernel is not None else w.layer.weights[0]
             if values is None:
@@ -273,7 +274,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         return result
 
     def _hyperparameters(self):
-        optimizer = self.model.optimizer
+        optimizer = self._monitored.optimizer
         inner = getattr(optimizer, "inner_optimizer", optimizer)
         rate = ops.cast(ops.convert_to_tensor(optimizer.learning_rate), "float32")
         momentum = _hyperparameter(inner, "momentum")
@@ -303,7 +304,7 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     def _make_torch_step(self, original):
         def train_step(data):
-            optimizer = self.model.optimizer
+            optimizer = self._monitored.optimizer
             step = int(ops.convert_to_numpy(optimizer.iterations))
             if step % self.frequency:
                 return original(data)
@@ -330,7 +331,7 @@ class TrainingMonitor(keras.callbacks.Callback):
 
         def train_step(state, data):
             trainable, non_trainable, optimizer_values = state[0], state[1], state[2]
-            optimizer = self.model.optimizer
+            optimizer = self._monitored.optimizer
             mapping = list(zip(optimizer.variables, optimizer_values, strict=True))
             with keras.StatelessScope(state_mapping=mapping):
                 step = ops.convert_to_tensor(optimizer.iterations)
@@ -363,7 +364,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         import tensorflow as tf
 
         def train_step(data):
-            optimizer = self.model.optimizer
+            optimizer = self._monitored.optimizer
             step = tf.identity(optimizer.iterations.value)
             should = ops.equal(step % self.frequency, 0)
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -444,7 +445,9 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._reset()
-        model = self.model
+        # Our own reference: on JAX, reading `Callback.model` syncs the model
+        # state, which must not happen while a train step is being traced.
+        self._monitored = model = self.model
         self._watched = _inspection.watched_layers(model, self.layers)
         self._probe = _inspection.build_probe(model, self._watched)
         inner = getattr(model.optimizer, "inner_optimizer", model.optimizer)

@@ -10,7 +10,7 @@ import numpy as np
 from keras import ops
 
 from keras_dnntools._registry import public
-from keras_dnntools._validation import check_int, invalid_value
+from keras_dnntools._validation import check_int, invalid_type, invalid_value
 from keras_dnntools.diagnostics import _inspection
 
 KINDS = (
@@ -141,7 +141,12 @@ class DiagnosticReport:
 
     def __init__(self, layers, findings, loss: float):
         self.layers = list(layers)
+        for finding in findings:
+            if not isinstance(finding, Finding):
+                raise invalid_type("findings", "a list of Finding", finding)
         self.findings = list(findings)
+        if not _is_number(loss):
+            raise invalid_type("loss", "a real number", loss)
         self.loss = float(loss)
 
     def kinds(self) -> list[str]:
@@ -178,6 +183,14 @@ class DiagnosticReport:
         from keras_dnntools.plotting import plot_diagnostic_report
 
         return plot_diagnostic_report(self, ax=ax)
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, (bool, str))
 
 
 def _batch(x, y, batch_size):

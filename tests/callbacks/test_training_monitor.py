@@ -299,3 +299,20 @@ def test_config_and_bad_arguments():
     with pytest.raises(ValueError, match="`layers`"):
         _fit(model, kdt.callbacks.TrainingMonitor(layers=["nope"]))
     assert not _keras_compat.is_instrumented(model)
+
+
+def test_a_partial_last_batch_retraces_without_breaking_the_fit():
+    # The last batch of 2 retraces the step mid-epoch: on JAX, the monitor must
+    # not sync the model state from inside the trace (Callback.model does).
+    x, y = _data()
+    model = _model()
+    monitor = kdt.callbacks.TrainingMonitor(frequency=1)
+    history = model.fit(
+        x[:22], y[:22], batch_size=4, epochs=2, callbacks=[monitor], verbose=0
+    )
+    assert np.all(np.isfinite(history.history["loss"]))
+    np.testing.assert_array_equal(monitor.steps, np.arange(12))
+    assert np.isclose(
+        model.evaluate(x[:22], y[:22], verbose=0),
+        model.evaluate(x[:22], y[:22], verbose=0),
+    )
