@@ -40,7 +40,10 @@ def lsuv(
     until that std is within ``tolerance`` of ``target_std`` or
     ``max_iterations`` rescalings were made. The output measured is the
     layer's activation (after the activation layers that directly follow
-    it), as in `kdt.diagnostics.check`; biases are left as they are.
+    it), as in `kdt.diagnostics.check`, except for bounded activations
+    (sigmoid, tanh, ...), whose output cannot reach every std: there it is
+    the pre-activation, as in the paper (where the nonlinearity is a layer of
+    its own). Biases are left as they are.
 
     Reference: https://arxiv.org/abs/1511.06422
 
@@ -63,7 +66,7 @@ def lsuv(
     Example:
 
     >>> model = keras.Sequential([keras.Input((16,))] + [
-    ...     keras.layers.Dense(32, activation="tanh") for _ in range(5)])
+    ...     keras.layers.Dense(32, activation="relu") for _ in range(5)])
     >>> x = np.random.default_rng(0).normal(size=(256, 16)).astype("float32")
     >>> model = kdt.initializers.lsuv(model, x, target_std=0.5, tolerance=0.05)
     >>> stds = [np.std(keras.Model(model.inputs, layer.output).predict(x, verbose=0))
@@ -83,19 +86,33 @@ def lsuv(
         kernel = w.kernel
         kernel.assign(_orthonormal(tuple(kernel.shape), rng).astype(kernel.dtype))
         inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        probe = keras.Model(inputs, w.output)
-        for _ in range(max_iterations):
-            output = ops.convert_to_numpy(probe(x, training=False))
-            std = float(np.std(output.astype("float64")))
-            if std == 0.0 or not np.isfinite(std):
-                raise invalid_value(
-                    "x",
-                    f"inputs on which {w.layer.name}'s output varies "
-                    f"(its std is {std})",
-                    f"an array of shape {np.shape(x)}",
-                )
-            if abs(std - target_std) <= tolerance:
-                break
-            scaled = ops.convert_to_numpy(kernel) * (target_std / std)
-            kernel.assign(scaled.astype(kernel.dtype))
+        bounded = w.activation in _inspection.SATURATION
+        own = getattr(w.layer, "activation", None)
+        # A bounded activation's output cannot reach every std: measure its
+        # input (the layer's pre-activation), as the paper does.
+        probe = keras.Model(inputs, w.layer.output if bounded else w.output)
+        linear = bounded and own is not None and own is not keras.activations.linear
+        try:
+            if linear:
+                w.layer.activation = keras.activations.linear
+            _rescale(w, probe, x, kernel, target_std, tolerance, max_iterations)
+        finally:
+            if linear:
+                w.layer.activation = own
     return model
+
+
+def _rescale(w, probe, x, kernel, target_std, tolerance, max_iterations):
+    for _ in range(max_iterations):
+        output = ops.convert_to_numpy(probe(x, training=False))
+        std = float(np.std(output.astype("float64")))
+        if std == 0.0 or not np.isfinite(std):
+            raise invalid_value(
+                "x",
+                f"inputs on which {w.layer.name}'s output varies (its std is {std})",
+                f"an array of shape {np.shape(x)}",
+            )
+        if abs(std - target_std) <= tolerance:
+            break
+        scaled = ops.convert_to_numpy(kernel) * (target_std / std)
+        kernel.assign(scaled.astype(kernel.dtype))

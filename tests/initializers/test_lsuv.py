@@ -69,3 +69,19 @@ def test_bad_arguments():
         kdt.initializers.lsuv(_deep(), X, max_iterations=1.5)
     with pytest.raises(ValueError, match="`x`"):
         kdt.initializers.lsuv(_deep(), np.zeros((8, 64), "float32"))
+
+
+def test_bounded_activations_are_scaled_on_their_pre_activation():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((64,))]
+        + [keras.layers.Dense(32, activation="tanh") for _ in range(6)]
+    )
+    kdt.initializers.lsuv(model, X[:512], tolerance=0.05)
+    assert all(layer.activation is keras.activations.tanh for layer in model.layers)
+    x = X[:512]
+    for layer in model.layers:
+        kernel, bias = (keras.ops.convert_to_numpy(w) for w in layer.weights)
+        pre_activation = x @ kernel + bias
+        assert abs(np.std(pre_activation) - 1.0) <= 0.05
+        x = np.tanh(pre_activation)
