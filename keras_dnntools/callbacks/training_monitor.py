@@ -259,12 +259,18 @@ class TrainingMonitor(keras.callbacks.Callback):
                 grad_parts.append(ops.concatenate([ops.stack([low, high]), counts]))
         return parts, hist_parts, grad_parts
 
+    @staticmethod
+    def _kernel_of(watched):
+        if watched.kernel is not None:
+            return watched.kernel
+        return watched.layer.weights[0]
+
     def _kernels(self, values=None):
         """The kernel (or first trainable weight) of each watched layer."""
         result = []
         index = {id(v): i for i, v in enumerate(self._monitored.trainable_variables)}
         for w in self._watched:
-            variable = w.kernel if w.kernel is not None else w.layer.weights[0]
+            variable = self._kernel_of(w)
             if values is None:
                 result.append(ops.cast(ops.convert_to_tensor(variable), "float32"))
             else:
@@ -368,17 +374,17 @@ class TrainingMonitor(keras.callbacks.Callback):
             step = tf.identity(optimizer.iterations.value)
             should = ops.equal(step % self.frequency, 0)
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-            kernels = [
-                tuple(
-                    w.kernel.shape if w.kernel is not None else w.layer.weights[0].shape
-                )
-                for w in self._watched
-            ]
 
             def measure():
                 parts, hists, grads = self._measure(x, y, sample_weight)
                 rate, momentum = self._hyperparameters()
-                return parts, hists, grads, rate, momentum, self._kernels()
+                # The weights before the update, for the update ratio: kept in
+                # our own variables so that the other steps copy nothing.
+                for snapshot, kernel in zip(
+                    self._snapshots, self._kernels(), strict=True
+                ):
+                    snapshot.assign(kernel)
+                return parts, hists, grads, rate, momentum
 
             def skip():
                 parts = [ops.zeros((5,), "float32") for _ in self._watched]
@@ -392,17 +398,17 @@ class TrainingMonitor(keras.callbacks.Callback):
                     else []
                 )
                 zero = ops.zeros((), "float32")
-                before = [ops.zeros(shape, "float32") for shape in kernels]
-                return parts, hists, grads, zero, zero, before
+                return parts, hists, grads, zero, zero
 
             measured = tf.cond(should, measure, skip)
-            parts, hists, grads, rate, momentum, before = measured
+            parts, hists, grads, rate, momentum = measured
             # The step's reads of the weights and of `iterations` must happen
             # before its updates: order them explicitly.
             with tf.control_dependencies(tf.nest.flatten([measured, step])):
                 logs = original(data)
 
             def emit():
+                before = [snapshot.value for snapshot in self._snapshots]
                 vector = self._assemble(
                     step, rate, momentum, parts, hists, grads, before, self._kernels()
                 )
@@ -463,6 +469,12 @@ class TrainingMonitor(keras.callbacks.Callback):
                 name="kdt_monitor_buffer",
             )
             self._count = keras.Variable(0, dtype="int32", trainable=False)
+            self._snapshots = [
+                keras.Variable(
+                    np.zeros(self._kernel_of(w).shape, "float32"), trainable=False
+                )
+                for w in self._watched
+            ]
         self._writer = None
         if self.log_dir is not None:
             from keras_dnntools.callbacks._event_writer import EventWriter

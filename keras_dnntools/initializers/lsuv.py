@@ -41,7 +41,7 @@ def lsuv(
     ``max_iterations`` rescalings were made. The output measured is the
     layer's activation (after the activation layers that directly follow
     it), as in `kdt.diagnostics.check`, except for bounded activations
-    (sigmoid, tanh, ...), whose output cannot reach every std: there it is
+    (sigmoid, tanh, softmax, ...), whose output cannot reach every std: there it is
     the pre-activation, as in the paper (where the nonlinearity is a layer of
     its own). Biases are left as they are.
 
@@ -86,7 +86,7 @@ def lsuv(
         kernel = w.kernel
         kernel.assign(_orthonormal(tuple(kernel.shape), rng).astype(kernel.dtype))
         inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        bounded = w.activation in _inspection.SATURATION
+        bounded = w.activation in _inspection.SATURATION or w.activation == "softmax"
         own = getattr(w.layer, "activation", None)
         # A bounded activation's output cannot reach every std: measure its
         # input (the layer's pre-activation), as the paper does.
