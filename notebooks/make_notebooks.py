@@ -432,7 +432,7 @@ def diagnose_and_train(name, model, train=(x_train, x_test), epochs=5):
               callbacks=[monitor], verbose=0)
     accuracy = model.evaluate(train[1], y_test, verbose=0)[1]
     results[name] = (accuracy, report.kinds())
-    print(f"\n{name}: test accuracy {accuracy:.3f}")
+    print(f"\\n{name}: test accuracy {accuracy:.3f}")
     figure, ax = plt.subplots(figsize=(8, 3.5))
     kdt.plotting.plot_gradient_norms(monitor, ax=ax)
     ax.set_title(f"{name}: gradient norm per layer")

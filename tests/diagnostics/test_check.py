@@ -114,7 +114,7 @@ def test_rows_match_numpy_statistics():
         kernel, bias = (np.asarray(w, "float64") for w in layer.get_weights())
         h = 1 / (1 + np.exp(-(h @ kernel + bias)))
         reference.append(h)
-    for row, h in zip(report.layers, reference, strict=True):
+    for row, h in zip(report.layers[:-1], reference, strict=True):
         np.testing.assert_allclose(row.activation_mean, h.mean(), rtol=1e-5)
         np.testing.assert_allclose(row.activation_std, m.numpy_std(h), rtol=1e-4)
         expected = np.mean((h <= 0.025) | (h >= 0.975))
