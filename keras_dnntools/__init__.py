@@ -7,13 +7,16 @@ Import style::
 
 Namespaces mirror Keras's: ``kdt.layers``, ``kdt.activations``,
 ``kdt.constraints``, ``kdt.schedules``, ``kdt.callbacks``, ``kdt.metrics``, plus
-``kdt.transfer`` and ``kdt.uncertainty``.
+``kdt.transfer``, ``kdt.uncertainty``, ``kdt.diagnostics`` and
+``kdt.initializers``.
 """
 
 from keras_dnntools import (
     activations,
     callbacks,
     constraints,
+    diagnostics,
+    initializers,
     layers,
     metrics,
     plotting,
@@ -30,7 +33,9 @@ __all__ = [
     "activations",
     "callbacks",
     "constraints",
+    "diagnostics",
     "find_learning_rate",
+    "initializers",
     "layers",
     "metrics",
     "plotting",

@@ -3,8 +3,10 @@
 It runs on scikit-learn's bundled digits data (8x8 images, 10 classes), so it
 needs no download: a plain Keras baseline against the chapter's recipe (He
 initialization, RReLU, max-norm, 1cycle with momentum, MC dropout), the
-learning-rate finder, and the "B on A" transfer experiment. It prints a results
-table and writes plots to the output folder.
+learning-rate finder, the "B on A" transfer experiment, and the chapter's
+vanishing-gradient experiment (a deep sigmoid MLP with a naive init, then He +
+ReLU, LeCun + SELU, BatchNorm and tanh + LSUV, each checked and monitored). It prints a
+results table and writes plots to the output folder.
 """
 
 from __future__ import annotations
@@ -344,6 +346,128 @@ def write_plots(output: Path, finder, max_rate, total_steps, prediction, y_test)
     return paths
 
 
+# ---------------------------------------------------------------------------
+# The chapter's first problem: unstable gradients (issue 12)
+# ---------------------------------------------------------------------------
+GRADIENT_DEPTH = 12  # hidden layers of the vanishing-gradient experiment
+GRADIENT_UNITS = 50
+LOG_EVERY = 10  # TrainingMonitor frequency in the demo
+
+
+def gradient_model(name: str, num_inputs: int, seed: int):
+    """One deep MLP of the vanishing-gradient experiment, compiled.
+
+    ``name`` is one of ``"sigmoid, N(0, 1)"`` (the naive start), ``"He + ReLU"``,
+    ``"LeCun + SELU"`` (on standardized inputs), ``"sigmoid + BatchNorm"`` and
+    ``"tanh + LSUV"`` (naive init; call `kdt.initializers.lsuv` on it before
+    training).
+    """
+    keras.utils.set_random_seed(seed)
+    naive = keras.initializers.RandomNormal(stddev=1.0)
+    activation, initializer = {
+        "sigmoid, N(0, 1)": ("sigmoid", naive),
+        "He + ReLU": ("relu", "he_normal"),
+        "LeCun + SELU": ("selu", "lecun_normal"),
+        "sigmoid + BatchNorm": ("sigmoid", naive),
+        "tanh + LSUV": ("tanh", naive),
+    }[name]
+    layers = [keras.Input((num_inputs,))]
+    for _ in range(GRADIENT_DEPTH):
+        if name == "sigmoid + BatchNorm":
+            layers.append(
+                keras.layers.Dense(
+                    GRADIENT_UNITS, kernel_initializer=initializer, use_bias=False
+                )
+            )
+            layers.append(keras.layers.BatchNormalization())
+            layers.append(keras.layers.Activation(activation))
+        else:
+            layers.append(
+                keras.layers.Dense(
+                    GRADIENT_UNITS,
+                    activation=activation,
+                    kernel_initializer=initializer,
+                )
+            )
+    layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax"))
+    model = keras.Sequential(layers)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+GRADIENT_MODELS = (
+    "sigmoid, N(0, 1)",
+    "He + ReLU",
+    "LeCun + SELU",
+    "sigmoid + BatchNorm",
+    "tanh + LSUV",
+)
+
+
+def gradient_experiment(
+    data, epochs: int, seed: int, output: Path, max_rows: int | None = None
+):
+    """Trains the five nets with a `TrainingMonitor`, checks each first.
+
+    ``max_rows`` limits the training rows (the quick demo).
+
+    Returns:
+        ``(rows, paths, findings)``: the results rows, the plots written, and
+        ``{model name: [finding kinds]}`` of `kdt.diagnostics.check` at init.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    plt = require_pyplot()
+    mean = data["x_train"].mean(axis=0)
+    std = data["x_train"].std(axis=0) + 1e-6
+    rows, paths, findings = [], {}, {}
+    print("  Unstable gradients: a deep MLP, five ways")
+    for index, name in enumerate(GRADIENT_MODELS):
+        start = time.perf_counter()
+        scale = name == "LeCun + SELU"
+        x_train = (data["x_train"] - mean) / std if scale else data["x_train"]
+        x_train, y_train = x_train[:max_rows], data["y_train"][:max_rows]
+        x_test = (data["x_test"] - mean) / std if scale else data["x_test"]
+        model = gradient_model(name, x_train.shape[1], seed)
+        if name == "tanh + LSUV":
+            kdt.initializers.lsuv(model, x_train[:512])
+        report = kdt.diagnostics.check(model, x_train, y_train)
+        findings[name] = report.kinds()
+        print(f"    {name}: check() finds {report.kinds() or 'nothing'}")
+        monitor = kdt.callbacks.TrainingMonitor(frequency=LOG_EVERY)
+        _fit(
+            model,
+            x_train,
+            y_train,
+            epochs=epochs,
+            batch_size=32,
+            label=name,
+            callbacks=[monitor],
+        )
+        probs = model.predict(x_test, verbose=0)
+        rows.append(_score(name, data["y_test"], probs, time.perf_counter() - start))
+        key = f"gradients_{index}"
+        figure, ax = plt.subplots(figsize=(7, 4))
+        kdt.plotting.plot_gradient_norms(monitor, ax=ax)
+        ax.set_title(f"{name}: gradient norm per layer")
+        paths[key] = output / f"{key}.png"
+        figure.savefig(paths[key], dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        if index < 2:
+            axes = kdt.plotting.plot_activation_histograms(monitor)
+            figure = axes[0].figure
+            figure.suptitle(f"{name}: activation histograms over training")
+            paths[f"activations_{index}"] = output / f"activations_{index}.png"
+            figure.savefig(paths[f"activations_{index}"], dpi=80)
+            plt.close(figure)
+    return rows, paths, findings
+
+
 def run_demo(
     epochs: int = 40, output: str = "demo_output", seed: int = 42, quick=False
 ) -> list[Row]:
@@ -375,12 +499,16 @@ def run_demo(
         data, epochs, seed, max_rate, mc_samples
     )
     transfer_rows = transfer_experiment(data, epochs, seed)
-    rows = [baseline, single, mc_row, *transfer_rows]
+    gradient_rows, gradient_paths, _ = gradient_experiment(
+        data, epochs, seed, folder, max_rows=320 if quick else None
+    )
+    rows = [baseline, single, mc_row, *transfer_rows, *gradient_rows]
 
     steps_per_epoch = int(np.ceil(len(data["x_train"]) / 32))
     paths = write_plots(
         folder, finder, max_rate, epochs * steps_per_epoch, prediction, data["y_test"]
     )
+    paths.update(gradient_paths)
     table = format_table(rows)
     print()
     print(table)

@@ -255,3 +255,223 @@ def plot_uncertainty_histogram(
     ax.set_xlabel(measure.replace("_", " ") + " (nats)" if measure != "std" else "std")
     ax.set_ylabel("instances")
     return ax
+
+
+# ---------------------------------------------------------------------------
+# Unstable gradients: TrainingMonitor and diagnostics.check (issue 12)
+# ---------------------------------------------------------------------------
+
+
+def _recorded(monitor: Any) -> Any:
+    if not hasattr(monitor, "layer_stats") or not hasattr(monitor, "steps"):
+        raise invalid_type("monitor", "a kdt.callbacks.TrainingMonitor", monitor)
+    if len(monitor.steps) == 0:
+        raise invalid_value(
+            "monitor",
+            "a TrainingMonitor that has recorded a fit (pass it to model.fit first)",
+            monitor,
+        )
+    return monitor
+
+
+def _chosen_layers(monitor: Any, layers: Any) -> list[str]:
+    names = list(monitor.layer_stats)
+    if layers is None:
+        return names
+    chosen = [layers] if isinstance(layers, str) else list(layers)
+    unknown = [name for name in chosen if name not in names]
+    if unknown:
+        raise invalid_value("layers", f"names among {names}", layers)
+    return chosen
+
+
+@public("plotting")
+def plot_activation_histograms(
+    monitor: Any, *, layers: Any = None, max_columns: int = 4
+) -> Any:
+    """Per-layer activation histograms over the steps ("colorful dimension").
+
+    One panel per layer: the x axis is the optimizer step, the y axis the
+    activation value (the monitor's fixed bins), and the colour the log of the
+    number of activations in that bin at that step. A healthy layer shows a
+    wide band; a vanishing one collapses onto one line; saturated sigmoid
+    units pile up at 0 and 1 and dead ReLU units at 0.
+
+    Args:
+        monitor: a `kdt.callbacks.TrainingMonitor` after `fit`.
+        layers: names of the layers to draw; None for all.
+        max_columns: panels per row.
+
+    Returns:
+        A NumPy array of matplotlib `Axes`, one per layer.
+
+    Raises:
+        ImportError: if matplotlib is not installed.
+        ValueError: if the monitor recorded nothing or ``layers`` names a
+            layer it did not watch.
+
+    Example:
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> model = keras.Sequential([keras.Input((4,)),
+    ...     keras.layers.Dense(8, activation="sigmoid"), keras.layers.Dense(1)])
+    >>> model.compile("sgd", "mse")
+    >>> monitor = kdt.callbacks.TrainingMonitor()
+    >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 1)), batch_size=4,
+    ...               callbacks=[monitor], verbose=0)
+    >>> axes = kdt.plotting.plot_activation_histograms(monitor)
+    >>> axes[0].get_ylabel()
+    'activation'
+    """
+    monitor = _recorded(monitor)
+    names = _chosen_layers(monitor, layers)
+    max_columns = check_int("max_columns", max_columns, low=1)
+    plt = require_pyplot()
+    columns = min(max_columns, len(names))
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(3.2 * columns, 2.6 * rows),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    steps = np.asarray(monitor.steps)
+    step_edges = np.append(steps, steps[-1] + max(1, steps[-1] - steps[-2]))
+    if len(steps) == 1:
+        step_edges = np.array([steps[0], steps[0] + 1])
+    for ax, name in zip(axes.flat, names, strict=False):
+        edges, counts = monitor.activation_histograms[name]
+        image = ax.pcolormesh(
+            step_edges, edges, np.log1p(counts.T), cmap="viridis", shading="flat"
+        )
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("activation")
+        figure.colorbar(image, ax=ax, label="log(1 + count)")
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    figure.suptitle("Activation histograms over training")
+    return axes.flat[: len(names)]
+
+
+@public("plotting")
+def plot_gradient_norms(
+    monitor: Any, *, layers: Any = None, stat: str = "gradient_norm", ax: Any = None
+) -> Any:
+    """Per-layer gradient norms (or another statistic) over the steps.
+
+    Lines run from the bottom layer (dark) to the top one (light), on a log
+    scale: vanishing gradients show as a fan with the bottom layers far below
+    the top ones, exploding ones as lines shooting up.
+
+    Args:
+        monitor: a `kdt.callbacks.TrainingMonitor` after `fit`.
+        layers: names of the layers to draw; None for all.
+        stat: which statistic to draw (``"gradient_norm"``,
+            ``"update_ratio"``, ``"activation_std"``, ...).
+        ax: a matplotlib `Axes`; a new figure is made when None.
+
+    Returns:
+        The matplotlib `Axes`.
+
+    Raises:
+        ImportError: if matplotlib is not installed.
+        ValueError: if the monitor recorded nothing, or ``layers``/``stat`` is
+            unknown.
+
+    Example:
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    >>> model.compile("sgd", "mse")
+    >>> monitor = kdt.callbacks.TrainingMonitor()
+    >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 1)), batch_size=4,
+    ...               callbacks=[monitor], verbose=0)
+    >>> kdt.plotting.plot_gradient_norms(monitor).get_ylabel()
+    'gradient norm'
+    """
+    monitor = _recorded(monitor)
+    names = _chosen_layers(monitor, layers)
+    known = tuple(next(iter(monitor.layer_stats.values())))
+    if stat not in known:
+        raise invalid_value("stat", f"one of {known}", stat)
+    plt = require_pyplot()
+    ax = _axes(ax)
+    colours = plt.cm.viridis(np.linspace(0.0, 0.9, len(names)))
+    for colour, name in zip(colours, names, strict=True):
+        values = np.asarray(monitor.layer_stats[name][stat], "float64")
+        ax.plot(monitor.steps, values, color=colour, label=name)
+    if stat in ("gradient_norm", "update_ratio", "activation_std"):
+        ax.set_yscale("symlog", linthresh=1e-8)
+    ax.set_xlabel("step")
+    ax.set_ylabel(stat.replace("_", " "))
+    ax.set_title(f"{stat.replace('_', ' ')} per layer (bottom: dark, top: light)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.figure.tight_layout()
+    return ax
+
+
+@public("plotting")
+def plot_diagnostic_report(report: Any, *, ax: Any = None) -> Any:
+    """A `kdt.diagnostics.check` report as a chart.
+
+    Bars: each layer's gradient rms per weight (log scale, bottom layer on
+    the left); markers on the right axis: the dead and saturated fractions
+    and the activation std. The title lists the findings.
+
+    Args:
+        report: a `kdt.diagnostics.DiagnosticReport`.
+        ax: a matplotlib `Axes`; a new figure is made when None.
+
+    Returns:
+        The matplotlib `Axes` of the bars.
+
+    Raises:
+        ImportError: if matplotlib is not installed.
+        TypeError: if ``report`` is not a report.
+
+    Example:
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> ax = kdt.diagnostics.check(model, np.ones((8, 4))).plot()
+    >>> ax.get_ylabel()
+    'gradient rms per weight'
+    """
+    if not hasattr(report, "layers") or not hasattr(report, "findings"):
+        raise invalid_type("report", "a kdt.diagnostics.DiagnosticReport", report)
+    ax = _axes(ax)
+    rows = report.layers
+    positions = np.arange(len(rows))
+    rms = np.array([row.gradient_rms for row in rows], "float64")
+    ax.bar(positions, np.where(rms > 0, rms, np.nan), color="tab:blue", alpha=0.7)
+    ax.set_yscale("log")
+    ax.set_ylabel("gradient rms per weight")
+    ax.set_xticks(positions)
+    ax.set_xticklabels([row.name for row in rows], rotation=60, ha="right", fontsize=7)
+    ax.set_xlabel("layer (bottom to top)")
+    other = ax.twinx()
+    for attribute, marker, colour in (
+        ("dead_fraction", "v", "tab:red"),
+        ("saturated_fraction", "^", "tab:orange"),
+        ("activation_std", "o", "tab:green"),
+    ):
+        values = [getattr(row, attribute) for row in rows]
+        other.plot(
+            positions,
+            values,
+            marker=marker,
+            linestyle="none",
+            color=colour,
+            label=attribute.replace("_", " "),
+        )
+    other.set_ylabel("fraction / activation std")
+    other.set_ylim(bottom=0)
+    other.legend(fontsize=7, loc="upper left", framealpha=0.8)
+    kinds = list(dict.fromkeys(finding.kind for finding in report.findings))
+    ax.set_title("findings: " + (", ".join(kinds) if kinds else "none"), fontsize=9)
+    return ax

@@ -16,6 +16,7 @@ from keras_dnntools.callbacks.schedulers import (
     OneCycleScheduler,
     PowerScheduler,
 )
+from keras_dnntools.callbacks.training_monitor import TrainingMonitor
 
 __all__ = [
     "ExponentialScheduler",
@@ -23,6 +24,7 @@ __all__ = [
     "LearningRateFinder",
     "OneCycleScheduler",
     "PowerScheduler",
+    "TrainingMonitor",
     "find_learning_rate",
     "release",
 ]

@@ -168,7 +168,11 @@ def _remove_guards(model: Any) -> None:
     if replaced is None:
         return
     for name, previous in replaced.items():
-        _keras_compat.unshadow_method(model, name, previous)
+        current = _keras_compat.instance_attribute(model, name)
+        if getattr(current, "__keras_dnntools_guard__", False):
+            _keras_compat.unshadow_method(model, name, previous)
+        # Else another installation replaced or removed the guard since: it
+        # manages that attribute now.
 
 
 def _guarded(model: Any, name: str, previous: Any) -> Callable:
@@ -181,6 +185,10 @@ def _guarded(model: Any, name: str, previous: Any) -> Callable:
         if owner is None:  # pragma: no cover - the model owns the guard
             raise ReferenceError("the model of this method is gone")
         _close_finished(owner)
+        if owner not in _guards and (
+            _keras_compat.instance_attribute(owner, name) is guard
+        ):  # put back by another installation after its scopes closed
+            _keras_compat.unshadow_method(owner, name, previous)
         if previous is not None:
             return previous(*args, **kwargs)
         return getattr(type(owner), name)(owner, *args, **kwargs)

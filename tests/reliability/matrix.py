@@ -286,7 +286,29 @@ MATRIX: dict[str, Row] = {
         make=lambda: kdt.metrics.ExpectedCalibrationError(n_bins=5),
     ),
     "metrics.expected_calibration_error": _na_all(FUNCTION),
+    # kdt.diagnostics and kdt.initializers (issue 12)
+    "diagnostics.check": _na_all(
+        "a measurement that changes nothing; mixed precision and every backend are "
+        "covered in tests/diagnostics"
+    ),
+    "diagnostics.DiagnosticReport": _na_all("a plain result object", kind="result"),
+    "diagnostics.Finding": _na_all("a plain result object", kind="result"),
+    "initializers.lsuv": _na_all(
+        "sets kernel values once; the model is then a plain Keras model"
+    ),
+    "callbacks.TrainingMonitor": _only(
+        "training_monitor",
+        ("bad_input",),
+        "a callback that leaves the model as it found it",
+        mixed_precision="covered in tests/callbacks/test_training_monitor.py "
+        "(unscaled gradients under mixed_float16)",
+        jit="covered in tests/callbacks/test_training_monitor.py (compiled steps "
+        "with steps_per_execution > 1)",
+    ),
     # kdt.plotting
+    "plotting.plot_activation_histograms": _na_all(PLOT),
+    "plotting.plot_gradient_norms": _na_all(PLOT),
+    "plotting.plot_diagnostic_report": _na_all(PLOT),
     "plotting.plot_schedule": _na_all(PLOT),
     "plotting.plot_reliability_diagram": _na_all(PLOT),
     "plotting.plot_uncertainty_histogram": _na_all(PLOT),

@@ -27,6 +27,7 @@ CB, T, U, MET, P = (
     kdt.metrics,
     kdt.plotting,
 )
+D, INI = kdt.diagnostics, kdt.initializers
 X = np.ones((2, 6), "float32")
 PROBS = np.array([[0.7, 0.3], [0.4, 0.6]])
 
@@ -290,6 +291,53 @@ CASES = [
         "metrics.ExpectedCalibrationError",
         "n_bins",
         lambda c: MET.ExpectedCalibrationError(n_bins=0),
+    ),
+    # kdt.diagnostics, kdt.initializers, TrainingMonitor (issue 12)
+    _case("diagnostics.check", "model", lambda c: D.check("model", X)),
+    _case(
+        "diagnostics.check", "batch_size", lambda c: D.check(c.bare, X, batch_size=0)
+    ),
+    _case("diagnostics.Finding", "kind", lambda c: D.Finding("slow", None, "", "")),
+    _case(
+        "diagnostics.DiagnosticReport",
+        "loss",
+        lambda c: D.DiagnosticReport([], [], loss="low"),
+    ),
+    _case(
+        "diagnostics.DiagnosticReport",
+        "findings",
+        lambda c: D.DiagnosticReport([], ["dead"], loss=1.0),
+    ),
+    _case(
+        "initializers.lsuv", "target_std", lambda c: INI.lsuv(c.bare, X, target_std=0)
+    ),
+    _case(
+        "initializers.lsuv", "tolerance", lambda c: INI.lsuv(c.bare, X, tolerance=-1)
+    ),
+    _case("initializers.lsuv", "model", lambda c: INI.lsuv(None, X)),
+    _case("callbacks.TrainingMonitor", "frequency", lambda c: CB.TrainingMonitor(0)),
+    _case(
+        "callbacks.TrainingMonitor",
+        "histograms",
+        lambda c: CB.TrainingMonitor(histograms="yes"),
+    ),
+    _case(
+        "callbacks.TrainingMonitor", "log_dir", lambda c: CB.TrainingMonitor(log_dir=3)
+    ),
+    _case(
+        "plotting.plot_activation_histograms",
+        "monitor",
+        lambda c: P.plot_activation_histograms(CB.TrainingMonitor()),
+    ),
+    _case(
+        "plotting.plot_gradient_norms",
+        "monitor",
+        lambda c: P.plot_gradient_norms("monitor"),
+    ),
+    _case(
+        "plotting.plot_diagnostic_report",
+        "report",
+        lambda c: P.plot_diagnostic_report(None),
     ),
     # kdt.plotting
     _case("plotting.plot_schedule", "schedule", lambda c: P.plot_schedule(42, 10)),
