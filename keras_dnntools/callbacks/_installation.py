@@ -210,9 +210,15 @@ class InstalledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return rate
 
     def sync_rate_variable(self) -> None:
-        """Gives the optimizer's rate variable the rate of the latest step."""
-        rate, _ = self.latest_values()
+        """Gives the rate (and momentum) variables the values of the latest step.
+
+        On JAX the momentum variable's in-step assignments are not kept (it is
+        not part of the optimizer's state), so it is set from Python here.
+        """
+        rate, momentum = self.latest_values()
         self.binding.rate_variable.assign(rate)
+        if momentum is not None:
+            self.binding.momentum_variable.assign(momentum)
 
     def get_config(self) -> dict[str, Any]:
         return {

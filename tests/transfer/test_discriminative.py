@@ -29,6 +29,9 @@ def step_rates(model, optimizer):
     return rates
 
 
+@pytest.mark.backends(
+    "tensorflow", reason="reference gradients come from tf.GradientTape"
+)
 def test_geometric_rates_bottom_to_top():
     model = mlp((8, 8, 8, 8, 1))
     optimizer = kdt.transfer.discriminative_optimizer(
@@ -43,6 +46,9 @@ def test_geometric_rates_bottom_to_top():
     )
 
 
+@pytest.mark.backends(
+    "tensorflow", reason="reference gradients come from tf.GradientTape"
+)
 def test_one_group_per_layer_and_single_group():
     model = mlp((8, 8, 1))
     optimizer = kdt.transfer.discriminative_optimizer(
