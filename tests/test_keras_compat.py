@@ -96,7 +96,7 @@ def test_resetting_the_index_lets_the_optimizer_build_again():
     optimizer.built = False
     optimizer.build(model.trainable_variables)
     optimizer.apply(
-        [np.ones(v.shape, "float32") for v in model.trainable_variables],
+        [keras.ops.ones(v.shape) for v in model.trainable_variables],
         model.trainable_variables,
     )
 

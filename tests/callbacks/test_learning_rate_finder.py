@@ -9,6 +9,10 @@ import tensorflow as tf
 
 import keras_dnntools as kdt
 from keras_dnntools.callbacks.learning_rate_finder import valley
+from tests._backends import (
+    skip_steps_per_execution_on_torch,
+    steps_per_execution,
+)
 from tests.callbacks.simulation import linear_data
 
 
@@ -34,6 +38,7 @@ def test_weights_and_every_optimizer_variable_are_restored_bit_for_bit(
     steps_per_execution,
 ):
     x, y = linear_data()
+    skip_steps_per_execution_on_torch(steps_per_execution)
     model = _model(keras.optimizers.Adam(1e-3), steps_per_execution)
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # non-trivial state
     before = _state(model)
@@ -144,7 +149,7 @@ def test_stops_on_nan_loss():
 def test_works_on_a_dataset_and_as_a_callback_with_steps_per_execution():
     x, y = linear_data()
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    model = _model(keras.optimizers.SGD(), steps_per_execution=4)
+    model = _model(keras.optimizers.SGD(), steps_per_execution(4))
     result = kdt.find_learning_rate(
         model, dataset, steps=32, min_learning_rate=1e-4, max_learning_rate=1e-2
     )

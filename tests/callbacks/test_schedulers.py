@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_dnntools as kdt
+from tests._backends import steps_per_execution
 from tests.callbacks.simulation import linear_data
 
 BATCH_SIZE = 8  # 256 samples: 32 steps per epoch
@@ -59,7 +60,7 @@ def test_multi_optimizer_keeps_the_ratios_between_sub_optimizers():
             default_optimizer=fast, optimizer_map={".*body/.*": slow}
         )
     )
-    model.compile(optimizer, "mse", steps_per_execution=8)
+    model.compile(optimizer, "mse", steps_per_execution=steps_per_execution(8))
     seen = []
 
     class Record(keras.callbacks.Callback):
@@ -96,7 +97,7 @@ def test_loss_scale_optimizer_is_driven_through(explicit):
     else:
         keras.config.set_dtype_policy("mixed_float16")
         optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    model = _model(optimizer, steps_per_execution=4)
+    model = _model(optimizer, steps_per_execution=steps_per_execution(4))
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     scheduler = kdt.callbacks.OneCycleScheduler(0.05)
     history = _fit(model, [scheduler])
@@ -117,7 +118,10 @@ def test_loss_scale_optimizer_is_driven_through(explicit):
 def _one_cycle_run(chunks):
     """Trains 4 epochs in fit() calls of (epochs, total_steps); returns the model."""
     keras.utils.set_random_seed(3)
-    model = _model(keras.optimizers.SGD(0.01, momentum=0.9), steps_per_execution=8)
+    model = _model(
+        keras.optimizers.SGD(0.01, momentum=0.9),
+        steps_per_execution=steps_per_execution(8),
+    )
     epoch = 0
     for epochs, total_steps in chunks:
         _fit(
@@ -155,7 +159,10 @@ class _Interrupt(keras.callbacks.Callback):
 def test_backup_and_restore_resumes_the_cycle_where_it_stopped(tmp_path):
     def fresh():
         keras.utils.set_random_seed(4)
-        return _model(keras.optimizers.Adam(0.01), steps_per_execution=8)
+        return _model(
+            keras.optimizers.Adam(0.01),
+            steps_per_execution=steps_per_execution(8),
+        )
 
     uninterrupted = fresh()
     history = _fit(uninterrupted, [kdt.callbacks.OneCycleScheduler(0.05)], epochs=4)

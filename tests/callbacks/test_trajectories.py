@@ -12,13 +12,18 @@ import numpy as np
 import pytest
 
 import keras_dnntools as kdt
+from tests._backends import STEPS_PER_EXECUTION_REASON
+from tests._backends import steps_per_execution as backend_steps_per_execution
 from tests.callbacks.simulation import linear_data, simulate
 
 BATCH_SIZE = 4
 EPOCHS = 2
 
 
-def _train(optimizer, callback, steps_per_execution=32):
+SPE = backend_steps_per_execution(32)
+
+
+def _train(optimizer, callback, steps_per_execution=SPE):
     x, y = linear_data()
     model = keras.Sequential(
         [keras.Input((3,)), keras.layers.Dense(1, kernel_initializer="zeros")]
@@ -119,6 +124,7 @@ def test_decay_schedulers_exact_at_every_step(scheduler):
     assert "momentum" not in history.history
 
 
+@pytest.mark.backends("tensorflow", "jax", reason=STEPS_PER_EXECUTION_REASON)
 def test_same_trajectory_with_and_without_steps_per_execution():
     weights = []
     for steps_per_execution in (1, 32):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import keras_dnntools as kdt
+from tests._backends import steps_per_execution
 from tests.transfer.models import data, mlp
 
 
@@ -43,7 +44,7 @@ def test_recompile_repeats_compile(as_objects):
         loss=loss,
         loss_weights={"first": 1.0, "second": 0.25},
         metrics=metrics,
-        steps_per_execution=2,
+        steps_per_execution=steps_per_execution(2),
         jit_compile=False,
     )
     x, y = data(32)
@@ -142,7 +143,7 @@ def test_recompile_keeps_auto_scale_loss_run_eagerly_and_weighted_metrics(
         "mse",
         weighted_metrics=["mae"],
         run_eagerly=True,
-        steps_per_execution=3,
+        steps_per_execution=steps_per_execution(3),
         auto_scale_loss=auto_scale_loss,
     )
     scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -150,7 +151,7 @@ def test_recompile_keeps_auto_scale_loss_run_eagerly_and_weighted_metrics(
     before = compile_config_without_optimizer(model)
     kdt.transfer.recompile(model, learning_rate=0.1)
     assert compile_config_without_optimizer(model) == before
-    assert model.run_eagerly and model.steps_per_execution == 3
+    assert model.run_eagerly and model.steps_per_execution == steps_per_execution(3)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) is scaled
     assert not isinstance(
         getattr(model.optimizer, "inner_optimizer", None),
