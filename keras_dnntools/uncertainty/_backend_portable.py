@@ -1,0 +1,45 @@
+"""The portable Monte Carlo loop: eager Python, masks from `keras.random`.
+
+Used on Keras backends without a dedicated loop; also the reference the
+others follow (see `_backends.py` for the interface).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+
+def chunk_key(seed: int) -> int:
+    return seed
+
+
+def make_rng(key: int) -> Any:
+    return keras.random.SeedGenerator(key % (2**31 - 1))
+
+
+def keep_mask(
+    rng: Any, shape: list, rate: float, stream: int, sample: Any, like: Any
+) -> Any:
+    del stream, sample, like  # `rng` is a stateful generator: every draw is fresh.
+    return ops.greater_equal(keras.random.uniform(tuple(shape), seed=rng), rate)
+
+
+def run_loop(
+    n_samples: int, step: Any, states: list, outputs: list, keep_samples: bool
+) -> tuple:
+    kept = [[output] for output in outputs] if keep_samples else None
+    for index in range(1, n_samples):
+        states, outputs = step(index, states)
+        if kept is not None:
+            for samples, output in zip(kept, outputs, strict=True):
+                samples.append(output)
+    stacked = None if kept is None else [ops.stack(samples) for samples in kept]
+    return states, stacked
+
+
+def compile_chunk(run_chunk: Any, interpreter: Any) -> Any:
+    del interpreter
+    return run_chunk
