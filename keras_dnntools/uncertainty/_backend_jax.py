@@ -40,22 +40,34 @@ def keep_mask(
 
 
 def run_loop(
-    n_samples: int, step: Any, states: list, outputs: list, keep_samples: bool
+    steps: int,
+    per_step: int,
+    step: Any,
+    states: list,
+    blocks: list,
+    keep_samples: bool,
 ) -> tuple:
+    first = blocks[0].shape[0]
     arrays = []
     if keep_samples:
+        total = first + steps * per_step
         arrays = [
-            jnp.zeros((n_samples, *o.shape), o.dtype).at[0].set(o) for o in outputs
+            jnp.zeros((total, *b.shape[1:]), b.dtype).at[:first].set(b) for b in blocks
         ]
 
     def body(index, carry):
         states, arrays = carry
-        states, outputs = step(index, states)
+        states, blocks = step(index, states)
+        start = first + index * per_step
         # `arrays` is empty unless the samples are kept.
-        arrays = [a.at[index].set(o) for a, o in zip(arrays, outputs, strict=False)]
+        arrays = [
+            jax.lax.dynamic_update_slice(a, b, (start,) + (0,) * (b.ndim - 1))
+            for a, b in zip(arrays, blocks, strict=False)
+        ]
         return states, arrays
 
-    states, arrays = jax.lax.fori_loop(1, n_samples, body, (states, arrays))
+    if steps:
+        states, arrays = jax.lax.fori_loop(0, steps, body, (states, arrays))
     return states, (arrays if keep_samples else None)
 
 

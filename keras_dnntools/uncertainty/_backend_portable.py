@@ -28,15 +28,23 @@ def keep_mask(
 
 
 def run_loop(
-    n_samples: int, step: Any, states: list, outputs: list, keep_samples: bool
+    steps: int,
+    per_step: int,
+    step: Any,
+    states: list,
+    blocks: list,
+    keep_samples: bool,
 ) -> tuple:
-    kept = [[output] for output in outputs] if keep_samples else None
-    for index in range(1, n_samples):
-        states, outputs = step(index, states)
+    del per_step
+    kept = [[block] for block in blocks] if keep_samples else None
+    for index in range(steps):
+        states, blocks = step(index, states)
         if kept is not None:
-            for samples, output in zip(kept, outputs, strict=True):
-                samples.append(output)
-    stacked = None if kept is None else [ops.stack(samples) for samples in kept]
+            for samples, block in zip(kept, blocks, strict=True):
+                samples.append(block)
+    stacked = None
+    if kept is not None:
+        stacked = [ops.concatenate(samples, axis=0) for samples in kept]
     return states, stacked
 
 

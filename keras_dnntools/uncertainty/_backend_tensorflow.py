@@ -51,28 +51,37 @@ def keep_mask(
 
 
 def run_loop(
-    n_samples: int, step: Any, states: list, outputs: list, keep_samples: bool
+    steps: int,
+    per_step: int,
+    step: Any,
+    states: list,
+    blocks: list,
+    keep_samples: bool,
 ) -> tuple:
+    del per_step
     arrays = []
     if keep_samples:
         arrays = [
-            tf.TensorArray(o.dtype, size=n_samples, element_shape=o.shape).write(0, o)
-            for o in outputs
+            tf.TensorArray(b.dtype, size=steps + 1, infer_shape=False).write(0, b)
+            for b in blocks
         ]
+    if steps:
 
-    def body(index, states, arrays):
-        states, outputs = step(index, states)
-        # `arrays` is empty unless the samples are kept.
-        arrays = [a.write(index, o) for a, o in zip(arrays, outputs, strict=False)]
-        return index + 1, states, arrays
+        def body(index, states, arrays):
+            states, blocks = step(index, states)
+            # `arrays` is empty unless the samples are kept.
+            arrays = [
+                a.write(index + 1, b) for a, b in zip(arrays, blocks, strict=False)
+            ]
+            return index + 1, states, arrays
 
-    _, states, arrays = tf.while_loop(
-        lambda index, *_: index < n_samples,
-        body,
-        (tf.constant(1, tf.int32), states, arrays),
-        parallel_iterations=1,
-    )
-    samples = [a.stack() for a in arrays] if keep_samples else None
+        _, states, arrays = tf.while_loop(
+            lambda index, *_: index < steps,
+            body,
+            (tf.constant(0, tf.int32), states, arrays),
+            parallel_iterations=1,
+        )
+    samples = [a.concat() for a in arrays] if keep_samples else None
     return states, samples
 
 

@@ -9,9 +9,10 @@ Each backend module offers the same five functions:
   ``True`` with probability ``1 - rate``; `stream` numbers the dropout calls of
   one sample and `sample` the sample (together they make every mask of a
   chunk independent);
-* ``run_loop(n_samples, step, states, outputs, keep_samples)``: samples
-  1 .. T-1 (``step(index, states) -> (states, outputs)``), and the samples
-  stacked when asked;
+* ``run_loop(steps, per_step, step, states, blocks, keep_samples)``: the
+  loop steps 0 .. steps-1 (``step(index, states) -> (states, blocks)``, each
+  block ``(per_step, rows, ...)``) after the first `blocks`, and all the
+  samples concatenated when asked;
 * ``compile_chunk(run_chunk, interpreter)``: the compiled chunk function,
   called as ``f(inputs, key)``.
 

@@ -29,6 +29,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_dnntools import _keras_compat
 from keras_dnntools.uncertainty import _graph
 
 # Keras's AlphaDropout constants (SELU's alpha and scale).
@@ -130,20 +131,32 @@ class DropoutSampler:
         self._backend = backend
         self._rng = rng
         self._occurrence = 0
-        self._sample: Any = 0
+        self._block: Any = 0
+        self._reps = 1
 
-    def start_sample(self, sample: Any) -> None:
-        """Called before each sample (an int or a scalar tensor)."""
+    def start_block(self, block: Any, reps: int) -> None:
+        """Called before each block of `reps` samples (the batch holds `reps`
+        copies of the chunk); `block` is an int or a scalar tensor."""
         self._occurrence = 0
-        self._sample = sample
+        self._block = block
+        self._reps = reps
 
     def keep_mask(self, layer: Any, x: Any, rate: float) -> Any:
         """A boolean keep mask broadcastable to `x`, P(keep) = 1 - rate."""
         stream = self._occurrence
         self._occurrence += 1
-        return self._backend.keep_mask(
-            self._rng, mask_shape(layer, x), rate, stream, self._sample, x
+        shape = mask_shape(layer, x)
+        batch_shared = isinstance(shape[0], int) and shape[0] == 1
+        if not batch_shared or self._reps == 1:
+            return self._backend.keep_mask(
+                self._rng, shape, rate, stream, self._block, x
+            )
+        # One mask per sample, shared by the chunk's instances in that sample.
+        per_sample = self._backend.keep_mask(
+            self._rng, [self._reps, *shape[1:]], rate, stream, self._block, x
         )
+        rows = ops.shape(x)[0] // self._reps
+        return ops.repeat(per_sample, rows, axis=0)
 
     def __call__(self, layer: Any, x: Any) -> Any:
         x = ops.convert_to_tensor(x)
@@ -200,47 +213,55 @@ def state_dtype(output: Any) -> str:
     return "float64" if dtype == "float64" else "float32"
 
 
-def _moments(p: Any, kind: str | None) -> dict:
-    """The per-sample terms summed over samples, for this output kind."""
+def _block_terms(p: Any, kind: str | None) -> dict:
+    """The per-sample terms of a block ``(reps, rows, ...)``, summed over it."""
     terms = {}
+    shape = tuple(p.shape[1:])
+    categorical = kind == CATEGORICAL or (kind is None and is_categorical_shape(shape))
     if kind in (None, CATEGORICAL, BINARY):
-        categorical = (
-            kind == CATEGORICAL
-            if kind is not None
-            else is_categorical_shape(tuple(p.shape))
-        )
-        terms["entropy"] = _sample_entropy(p, categorical)
+        terms["entropy"] = ops.sum(_sample_entropy(p, categorical), axis=0)
     if kind is None:
-        categorical = is_categorical_shape(tuple(p.shape))
         terms["low"] = ops.min(p)
         terms["high"] = ops.max(p)
         terms["deviation"] = _sum_deviation(p, categorical)
     if kind == HETEROSCEDASTIC:
-        width = p.shape[-1] if len(p.shape) >= 2 else None
+        width = shape[-1] if len(shape) >= 2 else None
         if width is None or width % 2:
             raise ValueError(
                 "Invalid value for argument `output_kind`: expected outputs whose "
                 "last axis holds D means then D log-variances (an even size) for "
                 f"'heteroscedastic'. Received: output_kind='heteroscedastic' for "
-                f"outputs of shape {tuple(p.shape)}"
+                f"outputs of shape {shape}"
             )
-        half = width // 2
-        terms["aleatoric"] = ops.exp(p[..., half:])
+        terms["aleatoric"] = ops.sum(ops.exp(p[..., width // 2 :]), axis=0)
     return terms
 
 
-def start_state(output: Any, kind: str | None) -> dict:
-    p = ops.cast(output, state_dtype(output))
-    return {"mean": p, "m2": ops.zeros_like(p), **_moments(p, kind)}
+def _block_moments(p: Any) -> tuple:
+    mean = ops.mean(p, axis=0)
+    return mean, ops.sum(ops.square(p - mean), axis=0)
 
 
-def update_state(state: dict, output: Any, index: Any, kind: str | None) -> dict:
-    p = ops.cast(output, state["mean"].dtype)
-    count = ops.cast(index + 1, p.dtype)
-    delta = p - state["mean"]
-    mean = state["mean"] + delta / count
-    new = {"mean": mean, "m2": state["m2"] + delta * (p - mean)}
-    for name, value in _moments(p, kind).items():
+def start_state(block: Any, kind: str | None) -> dict:
+    """The running sums of the first block of samples, ``(reps, rows, ...)``."""
+    p = ops.cast(block, state_dtype(block))
+    mean, m2 = _block_moments(p)
+    return {"mean": mean, "m2": m2, **_block_terms(p, kind)}
+
+
+def merge_state(state: dict, block: Any, count: Any, kind: str | None) -> dict:
+    """Adds a block of samples to the sums of `count` samples (Chan et al.)."""
+    p = ops.cast(block, state["mean"].dtype)
+    reps = p.shape[0]
+    before = ops.cast(count, p.dtype)
+    total = before + reps
+    mean_b, m2_b = _block_moments(p)
+    delta = mean_b - state["mean"]
+    new = {
+        "mean": state["mean"] + delta * (reps / total),
+        "m2": state["m2"] + m2_b + ops.square(delta) * (before * reps / total),
+    }
+    for name, value in _block_terms(p, kind).items():
         if name == "low":
             new[name] = ops.minimum(state[name], value)
         elif name in ("high", "deviation"):
@@ -248,6 +269,43 @@ def update_state(state: dict, output: Any, index: Any, kind: str | None) -> dict
         else:
             new[name] = state[name] + value
     return new
+
+
+def samples_per_step(n_samples: int, rows: int, values: int | None) -> int:
+    """How many samples one loop step computes (the batch holds that many
+    copies of the chunk): enough rows to keep the step's fixed costs small,
+    within the chunk memory budget."""
+    target = max(1, _ROWS_PER_STEP // max(rows, 1))
+    if values:
+        target = min(target, max(1, _STEP_BYTES // (4 * values * max(rows, 1))))
+    return int(max(1, min(n_samples, target)))
+
+
+_ROWS_PER_STEP = 4096
+_STEP_BYTES = 128 * 2**20
+
+
+def _tile(structure: Any, reps: int) -> Any:
+    """`reps` copies of every batch-major tensor of `structure`, on axis 0."""
+    if reps == 1:
+        return structure
+
+    def tile(value: Any) -> Any:
+        if value is None or not hasattr(value, "shape") or len(value.shape) == 0:
+            return value
+        tiled = ops.tile(value, [reps] + [1] * (len(value.shape) - 1))
+        mask = _keras_compat.get_keras_mask(value)
+        if mask is not None:
+            _keras_compat.set_keras_mask(tiled, _tile(mask, reps))
+        return tiled
+
+    return keras.tree.map_structure(tile, structure)
+
+
+def _split(output: Any, reps: int) -> Any:
+    """``(reps * rows, ...)`` -> ``(reps, rows, ...)``."""
+    rest = [ops.shape(output)[i] for i in range(1, len(output.shape))]
+    return ops.reshape(output, [reps, -1, *rest])
 
 
 _CURRENT = threading.local()
@@ -270,6 +328,7 @@ def sample_with_current(layer: Any, inputs: Any) -> Any:
 def build_chunk_function(
     interpreter: _graph.Interpreter,
     n_samples: int,
+    per_step: int,
     keep_samples: bool,
     kind: str | None,
     backend: Any,
@@ -277,8 +336,12 @@ def build_chunk_function(
     """The function ``(inputs, key) -> (states, samples)`` for one chunk.
 
     `states` holds one dict of running sums per model output; `samples` is
-    None, or one ``(T, rows, ...)`` tensor per output.
+    None, or one ``(T, rows, ...)`` tensor per output. The T samples run as a
+    first block of ``T - steps * per_step`` samples then `steps` loop steps
+    of `per_step` samples each.
     """
+    steps = (n_samples - 1) // per_step
+    first = n_samples - steps * per_step
 
     def run_chunk(inputs, key):
         sampler = DropoutSampler(backend, backend.make_rng(key))
@@ -286,23 +349,31 @@ def build_chunk_function(
         try:
             cache: dict = {}
             interpreter.run(inputs, _graph.DETERMINISTIC, cache, sampler)
-            sampler.start_sample(0)
-            outputs = interpreter.run(inputs, _graph.SAMPLING, cache, sampler)
+
+            def block(index, reps, tiled_inputs, tiled_cache):
+                sampler.start_block(index, reps)
+                outputs = interpreter.run(
+                    tiled_inputs, _graph.SAMPLING, tiled_cache, sampler
+                )
+                return [_split(output, reps) for output in outputs]
+
+            blocks = block(0, first, _tile(inputs, first), _tile(cache, first))
             interpreter.output_dtypes = [
-                keras.backend.standardize_dtype(o.dtype) for o in outputs
+                keras.backend.standardize_dtype(b.dtype) for b in blocks
             ]
-            states = [start_state(output, kind) for output in outputs]
+            states = [start_state(b, kind) for b in blocks]
+            step_inputs, step_cache = _tile(inputs, per_step), _tile(cache, per_step)
 
             def step(index, states):
-                sampler.start_sample(index)
-                outputs = interpreter.run(inputs, _graph.SAMPLING, cache, sampler)
+                blocks = block(index + 1, per_step, step_inputs, step_cache)
+                count = first + index * per_step
                 new = [
-                    update_state(s, o, index, kind)
-                    for s, o in zip(states, outputs, strict=True)
+                    merge_state(s, b, count, kind)
+                    for s, b in zip(states, blocks, strict=True)
                 ]
-                return new, outputs
+                return new, blocks
 
-            return backend.run_loop(n_samples, step, states, outputs, keep_samples)
+            return backend.run_loop(steps, per_step, step, states, blocks, keep_samples)
         finally:
             _CURRENT.sampler = None
 

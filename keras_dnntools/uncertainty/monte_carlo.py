@@ -166,8 +166,11 @@ def mc_predict(
     rows = batch_size or _default_rows(model, n_instances)
 
     backend = _backends.current()
+    per_step = _sampler.samples_per_step(
+        n_samples, min(rows, n_instances), _graph.activation_size(model)
+    )
     interpreter, run_chunk = _compiled(
-        model, n_samples, return_samples, output_kind, backend
+        model, n_samples, per_step, return_samples, output_kind, backend
     )
     progress = keras.utils.Progbar(n_instances) if verbose else None
     results: list | None = None
@@ -208,6 +211,7 @@ _MAX_COMPILED_PER_MODEL = 8
 def _compiled(
     model: keras.Model,
     n_samples: int,
+    per_step: int,
     keep_samples: bool,
     output_kind: str | None,
     backend: Any,
@@ -215,6 +219,7 @@ def _compiled(
     functions = _COMPILED.setdefault(model, {})
     key = (
         n_samples,
+        per_step,
         keep_samples,
         output_kind,
         backend.__name__,
@@ -227,7 +232,7 @@ def _compiled(
         functions[key] = (
             interpreter,
             _sampler.build_chunk_function(
-                interpreter, n_samples, keep_samples, output_kind, backend
+                interpreter, n_samples, per_step, keep_samples, output_kind, backend
             ),
         )
     return functions[key]

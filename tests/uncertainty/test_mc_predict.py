@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import keras_dnntools as kdt
-from keras_dnntools.uncertainty import _graph
+from keras_dnntools.uncertainty import _graph, _sampler
 from keras_dnntools.uncertainty.monte_carlo import _COMPILED, _default_rows
 from tests.uncertainty._models import CountCalls, classifier, data, reference
 
@@ -300,7 +300,7 @@ def test_multi_input_multi_output_model():
 
 
 def _counting_trunk_model():
-    counter = CountCalls()
+    counter, head = CountCalls(), CountCalls()
     model = keras.Sequential(
         [
             keras.Input((5,)),
@@ -308,33 +308,42 @@ def _counting_trunk_model():
             counter,
             keras.layers.Dense(16, activation="relu"),
             keras.layers.Dropout(0.5),
+            head,
             keras.layers.Dense(3, activation="softmax"),
         ]
     )
-    return model, counter
+    return model, counter, head
 
 
-def test_trunk_runs_once_per_chunk():
-    model, counter = _counting_trunk_model()
+def test_trunk_runs_once_per_chunk(monkeypatch):
+    # One sample per loop step, so that the loop body runs the head.
+    monkeypatch.setattr(_sampler, "_ROWS_PER_STEP", 1)
+    model, counter, head = _counting_trunk_model()
     assert _graph.Interpreter(model).splits
+    counter.calls = head.calls = 0  # building the model called them once
     mc_predict(model, data(n=40), 50, seed=0, batch_size=20)
-    assert float(counter.calls) == 2.0  # two chunks, not 100 passes
+    # Two chunks: at most two trunk runs (traces), and the head runs (or is
+    # traced) at least twice as often: the first block and the loop body.
+    assert 1 <= counter.calls <= 2
+    assert head.calls >= 2 * counter.calls
 
 
 def test_functional_trunk_with_skip_runs_once():
-    counter = CountCalls()
+    counter, after = CountCalls(), CountCalls()
     inputs = keras.Input((5,))
     trunk = counter(keras.layers.Dense(16, activation="relu")(inputs))
-    head = keras.layers.Dense(16)(keras.layers.Dropout(0.5)(trunk))
+    head = after(keras.layers.Dense(16)(keras.layers.Dropout(0.5)(trunk)))
     outputs = keras.layers.Dense(2)(keras.layers.Add()([head, trunk]))
     model = keras.Model(inputs, outputs)
+    counter.calls = after.calls = 0  # building the model called them once
     _expect_dropout_active(mc_predict(model, data(), 30, seed=0))
-    assert float(counter.calls) == 1.0
+    assert counter.calls == 1
+    assert after.calls >= 1
 
 
 def test_split_model_is_statistically_the_book_loop():
     """Trunk once + sampled head gives the same distribution as the seeds' loop."""
-    model, _ = _counting_trunk_model()
+    model, _, _ = _counting_trunk_model()
     x = data(n=20)
     samples = 400
     ours = mc_predict(model, x, samples, seed=0)
@@ -482,15 +491,20 @@ def test_bad_inputs_are_named():
 def test_repeated_calls_reuse_the_compiled_function_until_the_model_changes():
     model = classifier()
     x = data()
+    counter = CountCalls()
+    model = keras.Sequential([*model.layers[:-1], counter, model.layers[-1]])
     mc_predict(model, x, 5, seed=0)
     (function,) = [f for _, f in _COMPILED[model].values()]
+    calls = counter.calls
     mc_predict(model, x, 5, seed=1)
-    assert function.experimental_get_tracing_count() == 1
+    assert [f for _, f in _COMPILED[model].values()] == [function]
+    if keras.backend.backend() != "torch":  # torch runs eagerly: no trace
+        assert counter.calls == calls  # no new trace
     before = mc_predict(model, x, 5, seed=0).std
     model.layers[1].rate = 0.0
     model.layers[3].rate = 0.0
     after = mc_predict(model, x, 5, seed=0)
-    assert before.max() > 0 and after.std.max() == 0  # the new rate is used
+    assert before.max() > 0 and after.std.max() < 1e-6  # the new rate is used
 
 
 def test_compiled_functions_do_not_keep_the_model_alive():
