@@ -291,12 +291,15 @@ def _standardize_x(x: Any) -> tuple[list, Any, int]:
 
 def _expected_inputs(model: keras.Model) -> Any:
     """The model's input KerasTensors in the user's structure, or None."""
-    if not (_graph.is_functional(model) or _graph.is_sequential(model)):
-        return None
     try:
-        return model.input
+        if _graph.is_sequential(model):
+            inputs = model.inputs
+            return inputs[0] if inputs and len(inputs) == 1 else None
+        if _graph.is_functional(model):
+            return model.input
     except (AttributeError, ValueError):
-        return None
+        pass  # not built yet: `_ensure_built` builds it from `x`
+    return None
 
 
 def _describe(expected: Any) -> str:
