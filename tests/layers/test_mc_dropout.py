@@ -159,6 +159,12 @@ def test_spatial_dropout_drops_whole_channels(layer, shape, channel_axis):
     assert 0.3 < (per_channel[:, :, 0] == 0).mean() < 0.7
 
 
+_TF_XLA = pytest.mark.backends(
+    "tensorflow", reason="tf.function(jit_compile=True): TensorFlow's XLA path"
+)
+
+
+@_TF_XLA
 @pytest.mark.parametrize("case", ["MCDropout", "MCAlphaDropout", "MCSpatialDropout2D"])
 def test_fresh_masks_under_xla(case):
     make, input_shape, _ = CASES[case]
@@ -170,6 +176,7 @@ def test_fresh_masks_under_xla(case):
     assert not np.isnan(first).any()
 
 
+@_TF_XLA
 def test_xla_uses_the_fast_generator():
     """Regression guard: under XLA our masks use ThreeFry, not the slow path.
 
