@@ -89,3 +89,14 @@ def test_agreement_of_masks_is_that_of_independent_bernoullis():
     for name, (a, b) in pairs.items():
         # ~125,000 pairs: standard error ~0.0013.
         assert abs((a == b).mean() - want) < 0.01, name
+
+
+def test_batch_shared_noise_shape_gives_one_mask_per_sample():
+    """noise_shape (1, ...): the instances of a sample share a mask (as Keras)."""
+    model = keras.Sequential(
+        [keras.Input((16,)), keras.layers.Dropout(0.5, noise_shape=(1, 16))]
+    )
+    x = np.ones((5, 16), "float32")
+    keep = mc_predict(model, x, 60, seed=0, return_samples=True).samples > 0
+    assert (keep == keep[:, :1]).all()  # shared within each sample
+    assert len({sample[0].tobytes() for sample in keep}) > 55  # fresh per sample
