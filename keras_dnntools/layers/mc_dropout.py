@@ -61,6 +61,18 @@ def _check_noise_shape(noise_shape: Any) -> tuple[int | None, ...] | None:
     return result
 
 
+def _check_float_inputs(layer: Any, inputs: Any) -> None:
+    """Integer inputs would round the 1 / (1 - rate) scale (0.3 -> 1): refuse."""
+    dtype = keras.backend.standardize_dtype(inputs.dtype)
+    if "float" not in dtype:
+        raise TypeError(
+            f"Invalid dtype for the inputs of layer {layer.name!r}: expected "
+            "floating-point inputs (dropout scales the kept values by "
+            f"1 / (1 - rate), which {dtype} cannot hold: cast the inputs to a "
+            f"float dtype). Received: inputs of dtype {dtype}"
+        )
+
+
 def _check_data_format(data_format: Any) -> Any:
     return check_choice(
         "data_format", data_format, (None, "channels_last", "channels_first")
@@ -112,7 +124,8 @@ class MCDropout(_MCUnitDropout, keras.layers.Dropout):
         training: Ignored: the layer always drops units.
 
     Raises:
-        TypeError: if an argument has the wrong type.
+        TypeError: if an argument has the wrong type, or (when called) the
+            inputs are not floating-point.
         ValueError: if `rate` is outside `[0, 1)`, `seed` is negative or
             `noise_shape` has a non-positive size.
 
@@ -127,6 +140,7 @@ class MCDropout(_MCUnitDropout, keras.layers.Dropout):
     """
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
+        _check_float_inputs(self, inputs)
         if self.rate == 0:
             return inputs
         return _random.dropout(
@@ -159,7 +173,8 @@ class MCAlphaDropout(_MCUnitDropout, keras.layers.AlphaDropout):
         training: Ignored: the layer always drops units.
 
     Raises:
-        TypeError: if an argument has the wrong type.
+        TypeError: if an argument has the wrong type, or (when called) the
+            inputs are not floating-point.
         ValueError: if `rate` is outside `[0, 1)`, `seed` is negative or
             `noise_shape` has a non-positive size.
 
@@ -173,6 +188,7 @@ class MCAlphaDropout(_MCUnitDropout, keras.layers.AlphaDropout):
     """
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
+        _check_float_inputs(self, inputs)
         if self.rate == 0:
             return inputs
         rate = self.rate
@@ -190,6 +206,7 @@ class MCAlphaDropout(_MCUnitDropout, keras.layers.AlphaDropout):
 
 
 def _spatial_call(layer: Any, inputs: Any, noise_shape: Any) -> Any:
+    _check_float_inputs(layer, inputs)
     if layer.rate == 0:
         return inputs
     return _random.dropout(inputs, layer.rate, layer.seed_generator, noise_shape)
@@ -214,7 +231,8 @@ _SPATIAL_DOC = """Always-active version of `keras.layers.{base}` (Monte Carlo dr
         training: Ignored: the layer always drops channels.
 
     Raises:
-        TypeError: if an argument has the wrong type.
+        TypeError: if an argument has the wrong type, or (when called) the
+            inputs are not floating-point.
         ValueError: if `rate` is outside `[0, 1)` or `seed` is negative{bad_format}.
 
     Example:

@@ -3,10 +3,9 @@
 `mc_predict` needs two things Keras does not offer publicly: to run a model
 with every layer in inference mode *except* dropout, and to run the part of
 the model that does not depend on dropout only once. Both need the layer
-graph, so this module is the one place that reads Keras internals:
-`Functional._nodes_by_depth`, `Node.arguments`, `Layer._flatten_layers`,
-`Layer._call_context_args` and the Keras mask attribute of tensors. The rest of
-`kdt.uncertainty` uses the public API only.
+graph, which Keras keeps private: every such contact goes through
+`keras_dnntools._keras_compat` (tested there). The rest of `kdt.uncertainty`
+uses the public API only.
 
 How a model is run:
 
@@ -21,27 +20,27 @@ How a model is run:
   keeps its moving statistics.
 * A layer we cannot look into (a subclassed model or layer that holds dropout
   sublayers) is called as a whole; its dropout sublayers then reach the
-  sampler through `patched_dropout`, which swaps their ``call`` for the time of
-  the sampling and always restores it.
+  sampler through `patched_dropout`, which routes their ``call`` for the time
+  of the sampling and always restores it.
 
 The run has two phases. The *deterministic* phase computes every node that
 does not depend on a dropout layer and caches it; the *sampling* phase, run
 once per Monte Carlo sample, recomputes only the nodes that depend on dropout
 and reads the others from the cache. Inside one `tf.function` the cached
-tensors are computed once, outside the sampling loop.
+tensors are computed once, outside the sampling loop (the same holds in a
+`jax.jit` function and in an eager loop).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import keras
-from keras.src.backend.common.masking import get_keras_mask, set_keras_mask
-from keras.src.models.functional import Functional
+
+from keras_dnntools import _keras_compat
 
 # A value that depends on dropout, during the deterministic phase.
 UNKNOWN = object()
@@ -62,10 +61,7 @@ def is_dropout(layer: Any) -> bool:
 
 
 def _sublayers(layer: Any) -> list:
-    flatten = getattr(layer, "_flatten_layers", None)
-    if flatten is None:
-        return []
-    return list(flatten(include_self=False, recursive=True))
+    return _keras_compat.sublayers(layer)
 
 
 def dropout_layers(model: Any) -> list:
@@ -76,7 +72,8 @@ def dropout_layers(model: Any) -> list:
 
 def is_functional(model: Any) -> bool:
     # A subclass that overrides `call` is not described by its graph.
-    return isinstance(model, Functional) and type(model).call is Functional.call
+    functional = _keras_compat.functional_class()
+    return isinstance(model, functional) and type(model).call is functional.call
 
 
 def is_sequential(model: Any) -> bool:
@@ -87,16 +84,12 @@ def is_sequential(model: Any) -> bool:
 
 
 def _ordered_nodes(model: Any) -> list:
-    nodes_by_depth = model._nodes_by_depth
-    ordered = []
-    for depth in sorted(nodes_by_depth, reverse=True):
-        ordered.extend(nodes_by_depth[depth])
-    return ordered
+    return _keras_compat.ordered_nodes(model)
 
 
 def _call_inference(operation: Any, args: tuple, kwargs: dict) -> Any:
     """Calls `operation` as ``Functional.call(..., training=False)`` would."""
-    if "training" in getattr(operation, "_call_context_args", ()):
+    if "training" in _keras_compat.call_context_args(operation):
         kwargs = {**kwargs, "training": False}
     return operation(*args, **kwargs)
 
@@ -198,7 +191,7 @@ class Interpreter:
         """
         model = self.model
         if is_functional(model):
-            flat = model._standardize_inputs(inputs)
+            flat = _keras_compat.standardize_inputs(model, inputs)
             self.output_structure = model.output
             return self._run_graph(model, flat, phase, cache, sample, ())
         if is_sequential(model):
@@ -225,7 +218,7 @@ class Interpreter:
             elif phase == SAMPLING and key in cache:
                 outputs = _flatten(cache[key])
             else:
-                args, kwargs = node.arguments.fill_in(values)
+                args, kwargs = _keras_compat.node_call_arguments(node, values)
                 result = self._run_operation(
                     node.operation, args, kwargs, phase, cache, sample, key
                 )
@@ -255,9 +248,9 @@ class Interpreter:
                 return UNKNOWN
             inputs = args[0] if args else kwargs["inputs"]
             outputs = sample(operation, inputs)
-            mask = get_keras_mask(inputs)
+            mask = _keras_compat.get_keras_mask(inputs)
             if mask is not None:
-                set_keras_mask(outputs, mask)
+                _keras_compat.set_keras_mask(outputs, mask)
             return outputs
         if self.contains_dropout(operation):
             nested = args[0] if args else kwargs.get("inputs")
@@ -280,32 +273,13 @@ class Interpreter:
         return outputs
 
 
-@contextlib.contextmanager
-def patched_dropout(layers: list, sample: Callable[[Any, Any], Any]) -> Iterator[None]:
+def patched_dropout(layers: list, sample: Callable[[Any, Any], Any]) -> Any:
     """Routes the ``call`` of `layers` to `sample(layer, inputs)` for a while.
 
     Used only for dropout layers inside layers the interpreter cannot look
-    into. The instance attribute is removed again on exit, also on errors.
+    into; restored on exit, also on errors.
     """
-    patched = []
-    try:
-        for layer in layers:
-            if "call" in vars(layer):
-                raise RuntimeError(
-                    f"Cannot sample dropout layer {layer.name!r}: its `call` is "
-                    "already replaced on the instance."
-                )
-
-            def call(inputs, training=None, _layer=layer, **kwargs):
-                del training, kwargs  # Always sampled: that is the point.
-                return sample(_layer, inputs)
-
-            object.__setattr__(layer, "call", call)
-            patched.append(layer)
-        yield
-    finally:
-        for layer in patched:
-            object.__delattr__(layer, "call")
+    return _keras_compat.routed_calls(layers, sample, describe="sample dropout")
 
 
 def fingerprint(model: Any) -> tuple:

@@ -1,34 +1,23 @@
-"""The compiled Monte Carlo loop behind `mc_predict`, and its cheap masks.
+"""The Monte Carlo loop behind `mc_predict`: portable maths, per-backend loop.
 
-One call of the compiled function handles one chunk of instances and all T
+One call of the chunk function handles one chunk of instances and all T
 samples:
 
 1. the deterministic phase computes, once, every layer that does not depend
    on dropout (the whole trunk when dropout sits before the head);
-2. sample 0 runs in the function body and creates, for every dropout layer, a
-   *mask pool*: one draw of ``rows + T - 1`` random masks of the layer's noise
-   shape;
-3. samples 1 .. T-1 run in a `tf.while_loop`; sample ``t`` gives instance ``i``
-   the pool's mask ``i + t``;
-4. running sums (Welford's mean and squared deviations, the entropy of each
-   sample, the range of the outputs) are accumulated in float64, so that the
-   ``(T, N, ...)`` array of samples is never built unless it was asked for.
+2. sample 0 runs in the function body, samples 1 .. T-1 in a loop of the
+   backend (`tf.while_loop` in a `tf.function`, `jax.lax.fori_loop` in a
+   `jax.jit`, a Python loop under `torch.no_grad`; see `_backends.py`);
+3. running sums (Welford's mean and squared deviations, the entropy of each
+   sample, the range of the outputs) are kept in float32 (float64 for float64
+   outputs), so that the ``(T, N, ...)`` array of samples is only built when
+   it was asked for.
 
-Why a pool: drawing the random bits costs more than the matrix products of a
-dense network on a CPU (measured: a plain compiled loop drawing fresh masks
-runs at 1.9x the cost of T deterministic passes). With the pool the bits are
-drawn once per chunk and each sample only slices them. Each instance still
-gets T distinct, independent masks (rows ``i .. i+T-1`` of the pool), and the
-masks of the instances of one sample are distinct rows too, so every
-per-instance quantity (mean, std, entropies, the samples of one instance) has
-exactly the distribution it has with fresh masks. What is shared is a mask
-between instance ``i`` at sample ``t`` and instance ``i+1`` at sample ``t-1``;
-no per-instance statistic can see that. Masks whose noise shape has 1 on the
-batch axis (one mask for the whole batch) are drawn fresh at every sample.
-
-The random bits are Philox (`tf.random.stateless_uniform` with
-``alg="philox"``), keyed by the seed, the dropout layer's position and the
-chunk: the same seed and the same `batch_size` give the same masks.
+Every sample draws fresh masks for every instance: the samples are T
+independent stochastic passes, exactly the joint distribution of the book's
+``[model(X, training=True) for _ in range(T)]`` loop (only dropout random).
+They are cheap because each mask element costs as few random bits as the
+rate needs (see `mask_bits`) and the masks are drawn inside the compiled loop.
 """
 
 from __future__ import annotations
@@ -38,19 +27,23 @@ import threading
 from typing import Any
 
 import keras
-import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from keras_dnntools import _keras_compat
 from keras_dnntools.uncertainty import _graph
 
 # Keras's AlphaDropout constants (SELU's alpha and scale).
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
-_INT32_MIN = -(2**31)
 _INT63 = (1 << 63) - 1
 
+CATEGORICAL = "categorical"
+BINARY = "binary"
+REGRESSION = "regression"
+HETEROSCEDASTIC = "heteroscedastic"
 
-def _mix(value: int) -> int:
+
+def mix(value: int) -> int:
     """SplitMix64 finalizer: a well-spread 63-bit constant per integer."""
     value = (value + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
     value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
@@ -58,9 +51,27 @@ def _mix(value: int) -> int:
     return (value ^ (value >> 31)) & _INT63
 
 
-def seed_key(seed: int) -> int:
-    """The 63-bit Philox key used for `seed`."""
-    return _mix(seed)
+def chunk_seed(seed: int, chunk: int) -> int:
+    """The 63-bit seed of one chunk of instances."""
+    return mix(mix(seed) ^ chunk)
+
+
+def mask_bits(rate: float) -> int:
+    """Random bits per mask element: 8, 16 or 32.
+
+    8 when ``rate * 256`` is an integer (0.5, 0.25, 0.125...: exact); else 16
+    for rates >= 1/256 (the keep probability is a multiple of 2**-16, within
+    2**-17 of ``1 - rate``: 0.2 becomes 0.199997); else 32 (within 2**-33).
+    Fewer bits are fewer random numbers to generate, the main cost of a mask.
+    """
+    if float(rate * 256).is_integer():
+        return 8
+    return 16 if rate >= 1 / 256 else 32
+
+
+def keep_threshold(rate: float, bits: int) -> int:
+    """``t`` with ``P(uniform bits < t) = 1 - rate`` to within 2**-(bits+1)."""
+    return min(max(round((1.0 - rate) * 2**bits), 0), 2**bits - 1)
 
 
 def _spatial_axes(layer: Any, rank: int) -> list[int] | None:
@@ -78,124 +89,105 @@ def _spatial_axes(layer: Any, rank: int) -> list[int] | None:
     return None
 
 
-def _noise_shape(layer: Any, x: tf.Tensor) -> tuple[bool, list]:
-    """Returns (one mask per instance?, the mask shape without the batch axis)."""
-    rank = x.shape.rank
-    dynamic = tf.shape(x)
-    dims = [x.shape[i] if x.shape[i] is not None else dynamic[i] for i in range(rank)]
+def mask_shape(layer: Any, x: Any) -> list:
+    """The full (broadcastable) shape of `layer`'s mask for input `x`."""
+    dims = list(ops.shape(x))
+    rank = len(dims)
     shared = _spatial_axes(layer, rank)
     if shared is not None:
-        return True, [1 if i in shared else dims[i] for i in range(1, rank)]
+        return [dims[0], *(1 if i in shared else dims[i] for i in range(1, rank))]
     noise_shape = getattr(layer, "noise_shape", None)
     if noise_shape is None:
-        return True, dims[1:]
+        return dims
     noise_shape = list(noise_shape)
     if len(noise_shape) != rank:
         raise ValueError(
             f"Dropout layer {layer.name!r} has noise_shape={tuple(noise_shape)}, "
             f"which does not match the rank of its input ({rank})."
         )
-    rest = [
-        dims[i] if noise_shape[i] is None else noise_shape[i] for i in range(1, rank)
-    ]
-    return noise_shape[0] != 1, rest
+    return [dims[i] if noise_shape[i] is None else noise_shape[i] for i in range(rank)]
 
 
-def _threshold(rate: float) -> int:
-    """int32 threshold: uniform int32 bits >= threshold with probability 1 - rate."""
-    return min(_INT32_MIN + round(rate * 2**32), 2**31 - 1)
+def check_float_input(layer: Any, x: Any) -> None:
+    """Dropout on integers would round its 1/(1-rate) scale: refuse it."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if not (dtype.startswith("float") or dtype.startswith("bfloat")):
+        raise TypeError(
+            f"Dropout layer {layer.name!r} needs floating-point inputs: its scale "
+            f"1 / (1 - rate) cannot be represented in {dtype} (cast the inputs "
+            f"to a float dtype first). Received: inputs of dtype {dtype}"
+        )
 
 
 class DropoutSampler:
-    """Draws and applies the dropout masks of one chunk (see the module doc).
+    """Draws fresh masks and applies the dropout layers for one chunk.
 
     Args:
-        n_samples: T.
-        key: int64 scalar tensor, the Philox key of this call.
-        chunk: int64 scalar tensor, the index of the chunk.
+        backend: the `_backends` module of the current Keras backend.
+        rng: the backend's random state for this chunk (`backend.make_rng`).
     """
 
-    def __init__(self, n_samples: int, key: tf.Tensor, chunk: tf.Tensor) -> None:
-        self.n_samples = n_samples
-        self._key = key
-        self._chunk = chunk
-        self._pools: list = []
+    def __init__(self, backend: Any, rng: Any) -> None:
+        self._backend = backend
+        self._rng = rng
         self._occurrence = 0
-        self._sample = None
-        self._first = True
+        self._block: Any = 0
+        self._reps = 1
 
-    def start_sample(self, sample: Any, *, first: bool) -> None:
-        """Called before each sample; `first` creates the mask pools."""
+    def start_block(self, block: Any, reps: int) -> None:
+        """Called before each block of `reps` samples (the batch holds `reps`
+        copies of the chunk); `block` is an int or a scalar tensor."""
         self._occurrence = 0
-        self._sample = tf.cast(sample, tf.int64)
-        self._first = first
+        self._block = block
+        self._reps = reps
 
-    def _seed(self, salt: int, counter: tf.Tensor) -> tf.Tensor:
-        key = tf.bitwise.bitwise_xor(self._key, tf.constant(salt, tf.int64))
-        return tf.stack([key, counter])
-
-    def _bits(self, shape: list, salt: int, counter: tf.Tensor) -> tf.Tensor:
-        return tf.random.stateless_uniform(
-            tf.stack([tf.cast(d, tf.int32) for d in shape]),
-            self._seed(salt, counter),
-            minval=None,
-            maxval=None,
-            dtype=tf.int32,
-            alg="philox",
-        )
-
-    def keep_mask(self, layer: Any, x: tf.Tensor, rate: float) -> tf.Tensor:
-        """A boolean keep mask for `x` (broadcastable), P(keep) = 1 - rate."""
-        index = self._occurrence
+    def keep_mask(self, layer: Any, x: Any, rate: float) -> Any:
+        """A boolean keep mask broadcastable to `x`, P(keep) = 1 - rate."""
+        stream = self._occurrence
         self._occurrence += 1
-        per_instance, rest = _noise_shape(layer, x)
-        threshold = _threshold(rate)
-        if not per_instance:
-            counter = self._chunk * self.n_samples + self._sample
-            return self._bits([1, *rest], _mix(2 * index + 1), counter) >= threshold
-        rows = tf.shape(x)[0]
-        if self._first:
-            pool_rows = rows + (self.n_samples - 1)
-            pool = self._bits([pool_rows, *rest], _mix(2 * index), self._chunk)
-            self._pools.append(pool >= threshold)
-        elif index >= len(self._pools):
-            raise RuntimeError(
-                "The model ran a different number of dropout layers in two samples."
+        shape = mask_shape(layer, x)
+        batch_shared = isinstance(shape[0], int) and shape[0] == 1
+        if not batch_shared or self._reps == 1:
+            return self._backend.keep_mask(
+                self._rng, shape, rate, stream, self._block, x
             )
-        start = tf.cast(self._sample, tf.int32)
-        pool = self._pools[index]
-        keep = pool[start : start + rows]
-        # Same static shape in every sample (a batch of 1 must not broadcast).
-        keep.set_shape([x.shape[0], *pool.shape[1:]])
-        return keep
+        # One mask per sample, shared by the chunk's instances in that sample.
+        per_sample = self._backend.keep_mask(
+            self._rng, [self._reps, *shape[1:]], rate, stream, self._block, x
+        )
+        rows = ops.shape(x)[0] // self._reps
+        return ops.repeat(per_sample, rows, axis=0)
 
-    def __call__(self, layer: Any, x: tf.Tensor) -> tf.Tensor:
+    def __call__(self, layer: Any, x: Any) -> Any:
+        x = ops.convert_to_tensor(x)
+        check_float_input(layer, x)
         rate = float(layer.rate)
-        x = tf.convert_to_tensor(x)
         if rate <= 0.0:
-            return tf.identity(x)
-        zero = tf.constant(0, x.dtype)
+            return x
+        dtype = x.dtype
         if isinstance(layer, keras.layers.AlphaDropout):
-            alpha_p = -_SELU_ALPHA * _SELU_SCALE
             if rate >= 1.0:
-                return tf.fill(tf.shape(x), tf.constant(math.nan, x.dtype))
+                return ops.full(ops.shape(x), math.nan, dtype=dtype)
+            alpha_p = -_SELU_ALPHA * _SELU_SCALE
             a = ((1 - rate) * (1 + rate * alpha_p**2)) ** -0.5
             b = -a * alpha_p * rate
             keep = self.keep_mask(layer, x, rate)
-            dropped = tf.constant(a * alpha_p + b, x.dtype)
-            return tf.where(keep, x * a + b, dropped)
+            kept = ops.add(ops.multiply(x, ops.cast(a, dtype)), ops.cast(b, dtype))
+            return ops.where(keep, kept, ops.cast(a * alpha_p + b, dtype))
         if rate >= 1.0:
-            return tf.zeros_like(x)
+            return ops.zeros_like(x)
         keep = self.keep_mask(layer, x, rate)
-        return tf.where(keep, x * (1.0 / (1.0 - rate)), zero)
+        scaled = ops.multiply(x, ops.cast(1.0 / (1.0 - rate), dtype))
+        return ops.where(keep, scaled, ops.zeros((), dtype=dtype))
 
 
 # -- accumulators -----------------------------------------------------------------
 
 
-def _xlogx(p: tf.Tensor) -> tf.Tensor:
-    positive = p > 0
-    return tf.where(positive, p * tf.math.log(tf.where(positive, p, 1.0)), 0.0)
+def _xlogx(p: Any) -> Any:
+    positive = ops.greater(p, 0)
+    safe = ops.where(positive, p, ops.ones_like(p))
+    return ops.where(positive, p * ops.log(safe), ops.zeros_like(p))
 
 
 def is_categorical_shape(shape: tuple) -> bool:
@@ -203,69 +195,124 @@ def is_categorical_shape(shape: tuple) -> bool:
     return len(shape) >= 2 and (shape[-1] is None or shape[-1] >= 2)
 
 
-def _sample_entropy(p: tf.Tensor, categorical: bool) -> tf.Tensor:
+def _sample_entropy(p: Any, categorical: bool) -> Any:
     if categorical:
-        return -tf.reduce_sum(_xlogx(p), axis=-1)
+        return -ops.sum(_xlogx(p), axis=-1)
     return -(_xlogx(p) + _xlogx(1.0 - p))
 
 
-def _start(output: tf.Tensor, n_samples: int, keep_samples: bool) -> dict:
-    p = tf.cast(output, tf.float64)
-    categorical = is_categorical_shape(tuple(output.shape))
-    state = {
-        "mean": p,
-        "m2": tf.zeros_like(p),
-        "entropy": _sample_entropy(p, categorical),
-        "low": tf.reduce_min(p),
-        "high": tf.reduce_max(p),
-        "deviation": _sum_deviation(p, categorical),
-    }
-    if keep_samples:
-        samples = tf.TensorArray(
-            output.dtype, size=n_samples, element_shape=output.shape
-        )
-        state["samples"] = samples.write(0, output)
-    return state
-
-
-def _sum_deviation(p: tf.Tensor, categorical: bool) -> tf.Tensor:
+def _sum_deviation(p: Any, categorical: bool) -> Any:
     if not categorical:
-        return tf.constant(0.0, tf.float64)
-    return tf.reduce_max(tf.abs(tf.reduce_sum(p, axis=-1) - 1.0))
+        return ops.zeros((), dtype=p.dtype)
+    return ops.max(ops.abs(ops.sum(p, axis=-1) - 1.0))
 
 
-def _update(state: dict, output: tf.Tensor, index: tf.Tensor) -> dict:
-    p = tf.cast(output, tf.float64)
-    categorical = is_categorical_shape(tuple(output.shape))
-    count = tf.cast(index + 1, tf.float64)
-    delta = p - state["mean"]
-    mean = state["mean"] + delta / count
+def state_dtype(output: Any) -> str:
+    """float64 for float64 outputs, else float32 (float16 would lose small stds)."""
+    dtype = keras.backend.standardize_dtype(output.dtype)
+    return "float64" if dtype == "float64" else "float32"
+
+
+def _block_terms(p: Any, kind: str | None) -> dict:
+    """The per-sample terms of a block ``(reps, rows, ...)``, summed over it."""
+    terms = {}
+    shape = tuple(p.shape[1:])
+    categorical = kind == CATEGORICAL or (kind is None and is_categorical_shape(shape))
+    if kind in (None, CATEGORICAL, BINARY):
+        terms["entropy"] = ops.sum(_sample_entropy(p, categorical), axis=0)
+    if kind is None:
+        terms["low"] = ops.min(p)
+        terms["high"] = ops.max(p)
+        terms["deviation"] = _sum_deviation(p, categorical)
+    if kind == HETEROSCEDASTIC:
+        width = shape[-1] if len(shape) >= 2 else None
+        if width is None or width % 2:
+            raise ValueError(
+                "Invalid value for argument `output_kind`: expected outputs whose "
+                "last axis holds D means then D log-variances (an even size) for "
+                f"'heteroscedastic'. Received: output_kind='heteroscedastic' for "
+                f"outputs of shape {shape}"
+            )
+        terms["aleatoric"] = ops.sum(ops.exp(p[..., width // 2 :]), axis=0)
+    return terms
+
+
+def _block_moments(p: Any) -> tuple:
+    mean = ops.mean(p, axis=0)
+    return mean, ops.sum(ops.square(p - mean), axis=0)
+
+
+def start_state(block: Any, kind: str | None) -> dict:
+    """The running sums of the first block of samples, ``(reps, rows, ...)``."""
+    p = ops.cast(block, state_dtype(block))
+    mean, m2 = _block_moments(p)
+    return {"mean": mean, "m2": m2, **_block_terms(p, kind)}
+
+
+def merge_state(state: dict, block: Any, count: Any, kind: str | None) -> dict:
+    """Adds a block of samples to the sums of `count` samples (Chan et al.)."""
+    p = ops.cast(block, state["mean"].dtype)
+    reps = p.shape[0]
+    before = ops.cast(count, p.dtype)
+    total = before + reps
+    mean_b, m2_b = _block_moments(p)
+    delta = mean_b - state["mean"]
     new = {
-        "mean": mean,
-        "m2": state["m2"] + delta * (p - mean),
-        "entropy": state["entropy"] + _sample_entropy(p, categorical),
-        "low": tf.minimum(state["low"], tf.reduce_min(p)),
-        "high": tf.maximum(state["high"], tf.reduce_max(p)),
-        "deviation": tf.maximum(state["deviation"], _sum_deviation(p, categorical)),
+        "mean": state["mean"] + delta * (reps / total),
+        "m2": state["m2"] + m2_b + ops.square(delta) * (before * reps / total),
     }
-    if "samples" in state:
-        new["samples"] = state["samples"].write(index, output)
+    for name, value in _block_terms(p, kind).items():
+        if name == "low":
+            new[name] = ops.minimum(state[name], value)
+        elif name in ("high", "deviation"):
+            new[name] = ops.maximum(state[name], value)
+        else:
+            new[name] = state[name] + value
     return new
 
 
-def _finish(state: dict, output: tf.Tensor) -> dict:
-    result = dict(state)
-    if "samples" in result:
-        result["samples"] = result["samples"].stack()
-    result["dtype"] = tf.zeros([0], output.dtype)  # tells NumPy the output dtype
-    return result
+def samples_per_step(n_samples: int, rows: int, values: int | None) -> int:
+    """How many samples one loop step computes (the batch holds that many
+    copies of the chunk): enough rows to keep the step's fixed costs small,
+    within the chunk memory budget."""
+    target = max(1, _ROWS_PER_STEP // max(rows, 1))
+    if values:
+        target = min(target, max(1, _STEP_BYTES // (4 * values * max(rows, 1))))
+    return int(max(1, min(n_samples, target)))
+
+
+_ROWS_PER_STEP = 4096
+_STEP_BYTES = 128 * 2**20
+
+
+def _tile(structure: Any, reps: int) -> Any:
+    """`reps` copies of every batch-major tensor of `structure`, on axis 0."""
+    if reps == 1:
+        return structure
+
+    def tile(value: Any) -> Any:
+        if value is None or not hasattr(value, "shape") or len(value.shape) == 0:
+            return value
+        tiled = ops.tile(value, [reps] + [1] * (len(value.shape) - 1))
+        mask = _keras_compat.get_keras_mask(value)
+        if mask is not None:
+            _keras_compat.set_keras_mask(tiled, _tile(mask, reps))
+        return tiled
+
+    return keras.tree.map_structure(tile, structure)
+
+
+def _split(output: Any, reps: int) -> Any:
+    """``(reps * rows, ...)`` -> ``(reps, rows, ...)``."""
+    rest = [ops.shape(output)[i] for i in range(1, len(output.shape))]
+    return ops.reshape(output, [reps, -1, *rest])
 
 
 _CURRENT = threading.local()
 
 
 def sample_with_current(layer: Any, inputs: Any) -> Any:
-    """Samples `layer` with the sampler of the chunk function being traced.
+    """Samples `layer` with the sampler of the chunk function being run.
 
     The route of the dropout layers that `_graph.patched_dropout` patches.
     """
@@ -279,44 +326,55 @@ def sample_with_current(layer: Any, inputs: Any) -> Any:
 
 
 def build_chunk_function(
-    interpreter: _graph.Interpreter, n_samples: int, keep_samples: bool
+    interpreter: _graph.Interpreter,
+    n_samples: int,
+    per_step: int,
+    keep_samples: bool,
+    kind: str | None,
+    backend: Any,
 ) -> Any:
-    """The compiled function ``(inputs, key, chunk) -> [state per output]``."""
+    """The function ``(inputs, key) -> (states, samples)`` for one chunk.
 
-    def run_chunk(inputs, key, chunk):
-        sampler = DropoutSampler(n_samples, key, chunk)
+    `states` holds one dict of running sums per model output; `samples` is
+    None, or one ``(T, rows, ...)`` tensor per output. The T samples run as a
+    first block of ``T - steps * per_step`` samples then `steps` loop steps
+    of `per_step` samples each.
+    """
+    steps = (n_samples - 1) // per_step
+    first = n_samples - steps * per_step
+
+    def run_chunk(inputs, key):
+        sampler = DropoutSampler(backend, backend.make_rng(key))
         _CURRENT.sampler = sampler
         try:
             cache: dict = {}
             interpreter.run(inputs, _graph.DETERMINISTIC, cache, sampler)
-            sampler.start_sample(0, first=True)
-            outputs = interpreter.run(inputs, _graph.SAMPLING, cache, sampler)
-            states = [_start(output, n_samples, keep_samples) for output in outputs]
 
-            def body(index, states):
-                sampler.start_sample(index, first=False)
-                outputs = interpreter.run(inputs, _graph.SAMPLING, cache, sampler)
+            def block(index, reps, tiled_inputs, tiled_cache):
+                sampler.start_block(index, reps)
+                outputs = interpreter.run(
+                    tiled_inputs, _graph.SAMPLING, tiled_cache, sampler
+                )
+                return [_split(output, reps) for output in outputs]
+
+            blocks = block(0, first, _tile(inputs, first), _tile(cache, first))
+            interpreter.output_dtypes = [
+                keras.backend.standardize_dtype(b.dtype) for b in blocks
+            ]
+            states = [start_state(b, kind) for b in blocks]
+            step_inputs, step_cache = _tile(inputs, per_step), _tile(cache, per_step)
+
+            def step(index, states):
+                blocks = block(index + 1, per_step, step_inputs, step_cache)
+                count = first + index * per_step
                 new = [
-                    _update(s, o, index) for s, o in zip(states, outputs, strict=True)
+                    merge_state(s, b, count, kind)
+                    for s, b in zip(states, blocks, strict=True)
                 ]
-                return index + 1, new
+                return new, blocks
 
-            _, states = tf.while_loop(
-                lambda index, _: index < n_samples,
-                body,
-                (tf.constant(1, tf.int32), states),
-                parallel_iterations=1,
-            )
+            return backend.run_loop(steps, per_step, step, states, blocks, keep_samples)
         finally:
             _CURRENT.sampler = None
-        return [
-            _finish(state, output)
-            for state, output in zip(states, outputs, strict=True)
-        ]
 
-    return tf.function(run_chunk, reduce_retracing=True, autograph=False)
-
-
-def as_numpy(state: dict) -> dict:
-    """Converts one chunk's result to NumPy."""
-    return {name: np.asarray(value) for name, value in state.items()}
+    return backend.compile_chunk(run_chunk, interpreter)

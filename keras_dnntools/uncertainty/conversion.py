@@ -42,10 +42,32 @@ def _counterpart(layer: keras.layers.Layer) -> keras.layers.Layer:
     return mc_class(layer.rate, noise_shape=layer.noise_shape, **common)
 
 
-def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-    if _graph.is_dropout(layer) and not isinstance(layer, _MC_LAYERS):
-        return _counterpart(layer)
-    return layer  # Shared: same object, same weights.
+def _convert(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """`layer` with its dropout always active: converted, rebuilt, or itself."""
+    if _graph.is_dropout(layer):
+        return layer if isinstance(layer, _MC_LAYERS) else _counterpart(layer)
+    if not _graph.dropout_layers(layer):
+        return layer  # Shared: same object, same weights.
+    if _graph.is_sequential(layer) or _graph.is_functional(layer):
+        return _clone(layer)
+    if type(layer) is keras.layers.TimeDistributed:
+        config = layer.get_config()
+        config.pop("layer", None)
+        return keras.layers.TimeDistributed(_convert(layer.layer), **config)
+    inner = [sub.name for sub in _graph.dropout_layers(layer)]
+    raise ValueError(
+        "Invalid value for argument `model`: expected dropout layers that "
+        "to_mc_dropout can reach (in Sequential or functional models, nested "
+        f"ones, or keras.layers.TimeDistributed). Layer {layer.name!r} of type "
+        f"{type(layer).__name__} holds dropout layer(s) {inner} in its own code, "
+        "which a copy cannot switch on: use kdt.layers.MCDropout in that "
+        "layer's code, or kdt.uncertainty.mc_predict (which samples them). "
+        f"Received: a model containing layer {layer.name!r}"
+    )
+
+
+def _clone(model: keras.Model) -> keras.Model:
+    return keras.models.clone_model(model, clone_function=_convert, recursive=True)
 
 
 @public("uncertainty")
@@ -53,7 +75,8 @@ def to_mc_dropout(model: keras.Model) -> keras.Model:
     """A copy of `model` that shares its weights and keeps dropout on.
 
     Every dropout layer (`keras.layers.Dropout`, `SpatialDropout1D/2D/3D`,
-    `AlphaDropout`, at any depth of nested models) is replaced by its
+    `AlphaDropout`, at any depth of nested models, and inside
+    `keras.layers.TimeDistributed`) is replaced by its
     always-active Monte Carlo counterpart (`kdt.layers.MCDropout`,
     `MCSpatialDropout1D/2D/3D`, `MCAlphaDropout`) with the same rate, noise
     shape, seed, name and dtype policy. Every other layer is *the same layer
@@ -79,7 +102,9 @@ def to_mc_dropout(model: keras.Model) -> keras.Model:
         TypeError: if `model` is not a Keras model, or is a subclassed model
             (whose `call` cannot be rebuilt: use `kdt.layers.MCDropout` in its
             code, or `mc_predict`, which handles subclassed models).
-        ValueError: if `model` has no dropout layer.
+        ValueError: if `model` has no dropout layer, or holds one that the
+            copy cannot switch on (inside a custom layer's own code): the
+            message names the layer.
 
     Example:
 
@@ -116,4 +141,4 @@ def to_mc_dropout(model: keras.Model) -> keras.Model:
             "AlphaDropout). This model has no dropout layer, so there is nothing "
             f"to keep active. Received: model={model.name!r}"
         )
-    return keras.models.clone_model(model, clone_function=_clone_layer, recursive=True)
+    return _clone(model)

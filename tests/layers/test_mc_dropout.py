@@ -159,6 +159,12 @@ def test_spatial_dropout_drops_whole_channels(layer, shape, channel_axis):
     assert 0.3 < (per_channel[:, :, 0] == 0).mean() < 0.7
 
 
+_TF_XLA = pytest.mark.backends(
+    "tensorflow", reason="tf.function(jit_compile=True): TensorFlow's XLA path"
+)
+
+
+@_TF_XLA
 @pytest.mark.parametrize("case", ["MCDropout", "MCAlphaDropout", "MCSpatialDropout2D"])
 def test_fresh_masks_under_xla(case):
     make, input_shape, _ = CASES[case]
@@ -170,6 +176,7 @@ def test_fresh_masks_under_xla(case):
     assert not np.isnan(first).any()
 
 
+@_TF_XLA
 def test_xla_uses_the_fast_generator():
     """Regression guard: under XLA our masks use ThreeFry, not the slow path.
 
@@ -280,3 +287,25 @@ def test_weights_saved_without_generator_state_still_load():
     store = {}
     layer.save_own_variables(store)
     assert list(store) == ["seed_generator_state"]
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: kdt.layers.MCDropout(0.3),
+        lambda: kdt.layers.MCAlphaDropout(0.3),
+        lambda: kdt.layers.MCSpatialDropout1D(0.3),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["int32", "uint8", "bool"])
+def test_integer_inputs_are_refused(layer, dtype):
+    """1/0.7 cast to int32 is 1: the mean would be 0.7, silently."""
+    x = keras.ops.ones((2, 3, 4), dtype=dtype)
+    with pytest.raises(TypeError, match=f"float.*{dtype}"):
+        layer()(x)
+
+
+def test_float_inputs_keep_their_mean():
+    x = np.ones((400, 500), "float32")
+    y = keras.ops.convert_to_numpy(kdt.layers.MCDropout(0.3, seed=0)(x))
+    assert abs(float(y.mean()) - 1.0) < 0.01  # 200,000 draws

@@ -159,3 +159,79 @@ def test_config_round_trip_and_saved_model(tmp_path):
 def test_bad_input_names_the_argument(call, error, argument):
     with pytest.raises(error, match=f"`{argument}`"):
         call()
+
+
+def test_metric_state_is_float32_and_exact_after_many_batches():
+    metric = kdt.metrics.ExpectedCalibrationError(n_bins=4)
+    assert {v.dtype for v in metric.variables} == {"float32"}
+    probs = np.array([[0.9, 0.1]], "float32")
+    # A plain float32 count stops at 2**24: 2**24 + 1 rounds back to 2**24.
+    metric.update_state([0], probs, sample_weight=[2.0**24])
+    for _ in range(64):
+        metric.update_state([1], probs)
+    counts = keras.ops.convert_to_numpy(metric.bin_counts.value())
+    assert float(counts.sum()) == 2.0**24 + 64
+    correct = keras.ops.convert_to_numpy(metric.bin_correct.value())
+    assert float(correct.sum()) == 2.0**24
+    # ECE: bin of 0.9 holds 2**24 right and 64 wrong: |acc - conf| exact.
+    want = abs(2.0**24 / (2.0**24 + 64) - 0.9)
+    assert float(metric.result()) == pytest.approx(want, rel=1e-5)
+
+
+def test_metric_streaming_many_small_batches_matches_float64():
+    labels, probs = random_case(n=3000, seed=5)
+    metric = kdt.metrics.ExpectedCalibrationError(n_bins=15)
+    for start in range(0, 3000, 7):
+        metric.update_state(labels[start : start + 7], probs[start : start + 7])
+    assert float(metric.result()) == pytest.approx(ece(labels, probs, 15), abs=2e-6)
+
+
+def test_metric_refuses_logits_unnormalized_rows_and_bad_labels():
+    metric = kdt.metrics.ExpectedCalibrationError()
+    with pytest.raises(ValueError, match=r"`y_pred`.*softmax"):
+        metric.update_state([0, 1], [[2.0, -1.0], [0.3, 1.2]])  # logits
+    with pytest.raises(ValueError, match=r"`y_pred`.*sum to 1"):
+        metric.update_state([0, 1], [[0.5, 0.2], [0.3, 0.3]])
+    with pytest.raises(ValueError, match="`y_true`"):
+        metric.update_state([0, 2], [[0.5, 0.5], [0.3, 0.7]])
+    with pytest.raises(ValueError, match="`y_true`"):
+        metric.update_state([0, -1], [[0.5, 0.5], [0.3, 0.7]])
+    assert float(metric.result()) == 0.0  # nothing was counted
+    with pytest.raises(ValueError, match=r"`y_prob`.*sum to 1"):
+        ece([0, 1], [[0.5, 0.2], [0.3, 0.3]])
+
+
+def test_metric_in_compiled_fit_turns_nan_on_logits():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])  # logits
+    model.compile(
+        "sgd",
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[kdt.metrics.ExpectedCalibrationError()],
+    )
+    if keras.backend.backend() == "torch":
+        # Keras runs torch eagerly: the values are there, so it raises.
+        with pytest.raises(ValueError, match="`y_pred`"):
+            model.evaluate(x, y, batch_size=8, verbose=0)
+        return
+    result = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    assert np.isnan(result["expected_calibration_error"])
+
+
+def test_sequence_predictions_with_per_instance_weights():
+    labels, probs = random_case(n=60, seed=6)
+    sequences = probs.reshape(20, 3, 4)
+    sequence_labels = labels.reshape(20, 3)
+    weights = np.arange(20) % 3
+    metric = kdt.metrics.ExpectedCalibrationError(n_bins=6)
+    metric.update_state(sequence_labels, sequences, sample_weight=weights)
+    repeated = np.repeat(np.arange(60), np.repeat(weights, 3))
+    want = ece(labels[repeated], probs[repeated], 6)
+    assert float(metric.result()) == pytest.approx(want, abs=1e-6)
+    per_position = kdt.metrics.ExpectedCalibrationError(n_bins=6)
+    per_position.update_state(
+        sequence_labels, sequences, sample_weight=np.repeat(weights, 3).reshape(20, 3)
+    )
+    assert float(per_position.result()) == pytest.approx(want, abs=1e-6)

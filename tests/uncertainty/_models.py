@@ -24,15 +24,20 @@ def data(n=40, inputs=5, seed=0):
 
 
 class CountCalls(keras.layers.Layer):
-    """Identity that counts, in a variable, how often it actually runs."""
+    """Identity that counts how often its Python `call` runs.
 
-    def build(self, input_shape):
-        self.calls = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, name="calls"
-        )
+    Eagerly (PyTorch) that is every execution; in a `tf.function` or a
+    `jax.jit` it is every trace, where a layer inside the sampling loop is
+    called twice (the first block, then the loop body) and a layer computed
+    once per chunk once.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = 0
 
     def call(self, inputs):
-        self.calls.assign_add(1.0)
+        self.calls += 1
         return inputs
 
 

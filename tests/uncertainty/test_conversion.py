@@ -12,6 +12,10 @@ from tests.uncertainty._models import classifier, data
 to_mc_dropout = kdt.uncertainty.to_mc_dropout
 
 
+def _numpy(tensor):
+    return keras.ops.convert_to_numpy(tensor)
+
+
 def test_weights_are_shared_both_ways():
     model = classifier()
     mc_model = to_mc_dropout(model)
@@ -19,14 +23,14 @@ def test_weights_are_shared_both_ways():
     for ours, theirs in zip(mc_model.weights, model.weights, strict=True):
         assert ours is theirs
     x, y = data(), np.arange(40) % 3
-    before = np.asarray(model.layers[0].kernel).copy()
+    before = _numpy(model.layers[0].kernel).copy()
     mc_model.compile("sgd", "sparse_categorical_crossentropy")
     mc_model.fit(x, y, epochs=1, verbose=0)
-    assert not np.array_equal(np.asarray(model.layers[0].kernel), before)
-    before = np.asarray(mc_model.layers[-1].kernel).copy()
+    assert not np.array_equal(_numpy(model.layers[0].kernel), before)
+    before = _numpy(mc_model.layers[-1].kernel).copy()
     model.compile("sgd", "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=1, verbose=0)
-    assert not np.array_equal(np.asarray(mc_model.layers[-1].kernel), before)
+    assert not np.array_equal(_numpy(mc_model.layers[-1].kernel), before)
 
 
 def test_outputs_vary_between_calls_and_the_original_stays_deterministic():
@@ -36,7 +40,7 @@ def test_outputs_vary_between_calls_and_the_original_stays_deterministic():
     assert not np.array_equal(
         mc_model.predict(x, verbose=0), mc_model.predict(x, verbose=0)
     )
-    assert not np.array_equal(mc_model(x), mc_model(x))
+    assert not np.array_equal(_numpy(mc_model(x)), _numpy(mc_model(x)))
     np.testing.assert_array_equal(
         model.predict(x, verbose=0), model.predict(x, verbose=0)
     )
@@ -84,9 +88,9 @@ def test_nested_models_are_converted():
     outer = keras.Sequential([keras.Input((5,)), inner, keras.layers.Dense(1)])
     mc_model = to_mc_dropout(outer)
     x = data()
-    assert not np.array_equal(mc_model(x), mc_model(x))
+    assert not np.array_equal(_numpy(mc_model(x)), _numpy(mc_model(x)))
     assert mc_model.layers[0].layers[0] is inner.layers[0]
-    np.testing.assert_array_equal(outer(x), outer(x))
+    np.testing.assert_array_equal(_numpy(outer(x)), _numpy(outer(x)))
 
 
 def test_batchnorm_stays_in_inference_mode():
@@ -100,9 +104,9 @@ def test_batchnorm_stays_in_inference_mode():
         ]
     )
     mc_model = to_mc_dropout(model)
-    moving_mean = np.asarray(model.layers[1].moving_mean).copy()
+    moving_mean = _numpy(model.layers[1].moving_mean).copy()
     mc_model.predict(data(n=64, inputs=4), verbose=0)
-    np.testing.assert_array_equal(np.asarray(model.layers[1].moving_mean), moving_mean)
+    np.testing.assert_array_equal(_numpy(model.layers[1].moving_mean), moving_mean)
 
 
 def test_mc_predict_on_the_converted_model_equals_the_original():
@@ -120,7 +124,7 @@ def test_save_and_load_keeps_the_mc_layers(tmp_path):
     loaded = keras.models.load_model(path, safe_mode=True)
     assert isinstance(loaded.layers[1], kdt.layers.MCDropout)
     for a, b in zip(loaded.weights, mc_model.weights, strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(_numpy(a), _numpy(b))
 
 
 def test_bad_models_are_refused():
@@ -141,3 +145,54 @@ def test_bad_models_are_refused():
     net(np.ones((1, 3), "float32"))
     with pytest.raises(TypeError, match="subclassed"):
         to_mc_dropout(net)
+
+
+def test_dropout_inside_time_distributed_is_converted():
+    inner_model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(4), keras.layers.Dropout(0.5)]
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((3, 4)),
+            keras.layers.TimeDistributed(keras.layers.Dropout(0.5)),
+            keras.layers.TimeDistributed(inner_model),
+            keras.layers.Dense(2),
+        ]
+    )
+    mc_model = to_mc_dropout(model)
+    assert isinstance(mc_model.layers[0].layer, kdt.layers.MCDropout)
+    assert isinstance(mc_model.layers[1].layer.layers[1], kdt.layers.MCDropout)
+    assert mc_model.layers[1].layer.layers[0] is inner_model.layers[0]  # shared
+    x = np.ones((64, 3, 4), "float32")
+    first = keras.ops.convert_to_numpy(mc_model(x))
+    assert not np.array_equal(first, keras.ops.convert_to_numpy(mc_model(x)))
+    # Each dropout on 50%: half the first layer's inputs are zero.
+    probe = to_mc_dropout(keras.Sequential([keras.Input((3, 4)), model.layers[0]]))
+    zeros = (keras.ops.convert_to_numpy(probe(x)) == 0).mean()
+    assert 0.45 < zeros < 0.55
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(model(x))
+    )
+
+
+class _CustomBlock(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(4)
+        self.drop = keras.layers.Dropout(0.5, name="hidden_drop")
+
+    def call(self, inputs, training=None):
+        return self.drop(self.dense(inputs), training=training)
+
+
+def test_unreachable_dropout_raises_naming_the_layer():
+    model = keras.Sequential(
+        [keras.Input((4,)), _CustomBlock(name="custom_block"), keras.layers.Dense(1)]
+    )
+    with pytest.raises(ValueError, match=r"custom_block.*hidden_drop"):
+        to_mc_dropout(model)
+    nested = keras.Sequential(
+        [keras.Input((4,)), keras.Sequential([_CustomBlock(name="deep_block")])]
+    )
+    with pytest.raises(ValueError, match="deep_block"):
+        to_mc_dropout(nested)

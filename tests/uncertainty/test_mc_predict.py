@@ -10,11 +10,15 @@ import numpy as np
 import pytest
 
 import keras_dnntools as kdt
-from keras_dnntools.uncertainty import _graph
+from keras_dnntools.uncertainty import _graph, _sampler
 from keras_dnntools.uncertainty.monte_carlo import _COMPILED, _default_rows
 from tests.uncertainty._models import CountCalls, classifier, data, reference
 
 mc_predict = kdt.uncertainty.mc_predict
+
+
+def _numpy(tensor):
+    return keras.ops.convert_to_numpy(tensor)
 
 
 # -- the numbers ---------------------------------------------------------------------
@@ -58,7 +62,7 @@ def test_each_sample_is_a_forward_pass_with_only_dropout_active():
     )
     x = data(n=8, inputs=6) + 3.0  # no zeros in the inputs
     prediction = mc_predict(model, x, 20, seed=0, return_samples=True)
-    kernel, bias = (np.asarray(w) for w in model.layers[1].weights)
+    kernel, bias = (_numpy(w) for w in model.layers[1].weights)
     # Only the zero pattern is random; rebuild it from an identity model.
     probe = keras.Sequential([keras.Input((6,)), keras.layers.Dropout(0.5)])
     masks = mc_predict(probe, x, 20, seed=0, return_samples=True).samples
@@ -149,7 +153,7 @@ def test_alpha_dropout_keeps_mean_and_variance_like_keras():
     model = keras.Sequential([keras.Input((100,)), keras.layers.AlphaDropout(0.2)])
     x = np.random.default_rng(0).normal(size=(50, 100)).astype("float32")
     samples = mc_predict(model, x, 40, seed=0, return_samples=True).samples
-    reference = np.stack([np.asarray(model(x, training=True)) for _ in range(40)])
+    reference = np.stack([_numpy(model(x, training=True)) for _ in range(40)])
     assert abs(samples.mean() - reference.mean()) < 0.02
     assert abs(samples.std() - reference.std()) < 0.02
     assert abs(samples.std() - 1.0) < 0.03
@@ -177,30 +181,30 @@ def _batchnorm_model():
 def test_batchnorm_uses_and_keeps_its_moving_statistics():
     model, batchnorm = _batchnorm_model()
     x = data(n=64, inputs=4)
-    before = [np.asarray(w).copy() for w in model.weights]
+    before = [_numpy(w).copy() for w in model.weights]
     prediction = mc_predict(model, x, 400, seed=0)
     for was, now in zip(before, model.weights, strict=True):
-        np.testing.assert_array_equal(np.asarray(now), was, err_msg=now.path)
+        np.testing.assert_array_equal(_numpy(now), was, err_msg=now.path)
     # Dropout before a linear layer is unbiased: the MC mean is the inference
     # output (BatchNorm with moving statistics), up to sampling error.
-    inference = np.asarray(model(x, training=False))
+    inference = _numpy(model(x, training=False))
     standard_error = prediction.std / np.sqrt(400)
     assert np.abs(prediction.mean - inference).max() < 5 * standard_error.max()
     # The seeds' loop, by contrast, normalizes with batch statistics.
-    training = np.mean([np.asarray(model(x, training=True)) for _ in range(50)], 0)
+    training = np.mean([_numpy(model(x, training=True)) for _ in range(50)], 0)
     assert np.abs(training - inference).max() > 0.5
-    assert not np.allclose(np.asarray(batchnorm.moving_mean), 3.0)
+    assert not np.allclose(_numpy(batchnorm.moving_mean), 3.0)
 
 
 def test_model_is_left_as_it_was():
     model, x = classifier(), data()
     layers = model.layers
     nodes = [len(layer._inbound_nodes) for layer in layers]
-    before = np.asarray(model(x, training=False))
+    before = _numpy(model(x, training=False))
     mc_predict(model, x, 5, seed=0)
     assert [len(layer._inbound_nodes) for layer in layers] == nodes
     assert all("call" not in vars(layer) for layer in layers)
-    np.testing.assert_array_equal(np.asarray(model(x, training=False)), before)
+    np.testing.assert_array_equal(_numpy(model(x, training=False)), before)
     assert model.layers == layers
 
 
@@ -259,7 +263,7 @@ def test_subclassed_model_is_sampled_and_restored():
     np.testing.assert_array_equal(prediction.samples, again.samples)
     assert "call" not in vars(model.dropout)
     # Inference is deterministic again afterwards.
-    np.testing.assert_array_equal(model(x), model(x))
+    np.testing.assert_array_equal(_numpy(model(x)), _numpy(model(x)))
 
 
 def test_patched_layers_are_restored_after_an_error():
@@ -300,7 +304,7 @@ def test_multi_input_multi_output_model():
 
 
 def _counting_trunk_model():
-    counter = CountCalls()
+    counter, head = CountCalls(), CountCalls()
     model = keras.Sequential(
         [
             keras.Input((5,)),
@@ -308,37 +312,46 @@ def _counting_trunk_model():
             counter,
             keras.layers.Dense(16, activation="relu"),
             keras.layers.Dropout(0.5),
+            head,
             keras.layers.Dense(3, activation="softmax"),
         ]
     )
-    return model, counter
+    return model, counter, head
 
 
-def test_trunk_runs_once_per_chunk():
-    model, counter = _counting_trunk_model()
+def test_trunk_runs_once_per_chunk(monkeypatch):
+    # One sample per loop step, so that the loop body runs the head.
+    monkeypatch.setattr(_sampler, "_ROWS_PER_STEP", 1)
+    model, counter, head = _counting_trunk_model()
     assert _graph.Interpreter(model).splits
+    counter.calls = head.calls = 0  # building the model called them once
     mc_predict(model, data(n=40), 50, seed=0, batch_size=20)
-    assert float(counter.calls) == 2.0  # two chunks, not 100 passes
+    # Two chunks: at most two trunk runs (traces), and the head runs (or is
+    # traced) at least twice as often: the first block and the loop body.
+    assert 1 <= counter.calls <= 2
+    assert head.calls >= 2 * counter.calls
 
 
 def test_functional_trunk_with_skip_runs_once():
-    counter = CountCalls()
+    counter, after = CountCalls(), CountCalls()
     inputs = keras.Input((5,))
     trunk = counter(keras.layers.Dense(16, activation="relu")(inputs))
-    head = keras.layers.Dense(16)(keras.layers.Dropout(0.5)(trunk))
+    head = after(keras.layers.Dense(16)(keras.layers.Dropout(0.5)(trunk)))
     outputs = keras.layers.Dense(2)(keras.layers.Add()([head, trunk]))
     model = keras.Model(inputs, outputs)
+    counter.calls = after.calls = 0  # building the model called them once
     _expect_dropout_active(mc_predict(model, data(), 30, seed=0))
-    assert float(counter.calls) == 1.0
+    assert counter.calls == 1
+    assert after.calls >= 1
 
 
 def test_split_model_is_statistically_the_book_loop():
     """Trunk once + sampled head gives the same distribution as the seeds' loop."""
-    model, _ = _counting_trunk_model()
+    model, _, _ = _counting_trunk_model()
     x = data(n=20)
     samples = 400
     ours = mc_predict(model, x, samples, seed=0)
-    loop = np.stack([np.asarray(model(x, training=True)) for _ in range(samples)])
+    loop = np.stack([_numpy(model(x, training=True)) for _ in range(samples)])
     loop_mean, loop_std = loop.mean(0), loop.std(0)
     z = (ours.mean - loop_mean) / np.sqrt((ours.std**2 + loop_std**2) / samples)
     # 60 roughly standard normal z-scores: mean square ~ 1.
@@ -482,15 +495,20 @@ def test_bad_inputs_are_named():
 def test_repeated_calls_reuse_the_compiled_function_until_the_model_changes():
     model = classifier()
     x = data()
+    counter = CountCalls()
+    model = keras.Sequential([*model.layers[:-1], counter, model.layers[-1]])
     mc_predict(model, x, 5, seed=0)
     (function,) = [f for _, f in _COMPILED[model].values()]
+    calls = counter.calls
     mc_predict(model, x, 5, seed=1)
-    assert function.experimental_get_tracing_count() == 1
+    assert [f for _, f in _COMPILED[model].values()] == [function]
+    if keras.backend.backend() != "torch":  # torch runs eagerly: no trace
+        assert counter.calls == calls  # no new trace
     before = mc_predict(model, x, 5, seed=0).std
     model.layers[1].rate = 0.0
     model.layers[3].rate = 0.0
     after = mc_predict(model, x, 5, seed=0)
-    assert before.max() > 0 and after.std.max() == 0  # the new rate is used
+    assert before.max() > 0 and after.std.max() < 1e-6  # the new rate is used
 
 
 def test_compiled_functions_do_not_keep_the_model_alive():

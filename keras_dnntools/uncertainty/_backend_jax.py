@@ -1,0 +1,87 @@
+"""The Monte Carlo loop on JAX: one `jax.jit`, a `jax.lax.fori_loop`.
+
+The weights enter the jitted function as arguments (through a
+`keras.StatelessScope`), so a trained model is never run with stale weights
+and a new call does not compile again. Masks are `jax.random.bits` of the
+chunk's key folded with the dropout call and the sample: every mask is
+independent of every other. Each mask element takes `mask_bits(rate)` bits
+(JAX packs 4 or 2 of them into one 32-bit draw).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import keras
+
+from keras_dnntools.uncertainty._sampler import keep_threshold, mask_bits
+
+_UNSIGNED = {8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32}
+
+
+def chunk_key(seed: int) -> Any:
+    return jax.random.key_data(jax.random.key(seed % (2**32)))
+
+
+def make_rng(key: Any) -> Any:
+    return jax.random.wrap_key_data(key)
+
+
+def keep_mask(
+    rng: Any, shape: list, rate: float, stream: int, sample: Any, like: Any
+) -> Any:
+    del like
+    bits = mask_bits(rate)
+    key = jax.random.fold_in(jax.random.fold_in(rng, stream), sample)
+    values = jax.random.bits(key, tuple(int(s) for s in shape), _UNSIGNED[bits])
+    return values < jnp.asarray(keep_threshold(rate, bits), _UNSIGNED[bits])
+
+
+def run_loop(
+    steps: int,
+    per_step: int,
+    step: Any,
+    states: list,
+    blocks: list,
+    keep_samples: bool,
+) -> tuple:
+    first = blocks[0].shape[0]
+    arrays = []
+    if keep_samples:
+        total = first + steps * per_step
+        arrays = [
+            jnp.zeros((total, *b.shape[1:]), b.dtype).at[:first].set(b) for b in blocks
+        ]
+
+    def body(index, carry):
+        states, arrays = carry
+        states, blocks = step(index, states)
+        start = first + index * per_step
+        # `arrays` is empty unless the samples are kept.
+        arrays = [
+            jax.lax.dynamic_update_slice(a, b, (start,) + (0,) * (b.ndim - 1))
+            for a, b in zip(arrays, blocks, strict=False)
+        ]
+        return states, arrays
+
+    if steps:
+        states, arrays = jax.lax.fori_loop(0, steps, body, (states, arrays))
+    return states, (arrays if keep_samples else None)
+
+
+def compile_chunk(run_chunk: Any, interpreter: Any) -> Any:
+    def stateless_chunk(values, inputs, key):
+        variables = interpreter.model.variables
+        mapping = list(zip(variables, values, strict=True))
+        with keras.StatelessScope(state_mapping=mapping):
+            return run_chunk(inputs, key)
+
+    jitted = jax.jit(stateless_chunk)
+
+    def chunk(inputs: Any, key: Any) -> Any:
+        values = [variable.value for variable in interpreter.model.variables]
+        return jitted(values, inputs, key)
+
+    return chunk
