@@ -46,7 +46,8 @@ _HOW_IT_WORKS = """
 
 
 def _explained(cls: type) -> type:
-    cls.__doc__ = cls.__doc__.replace("{how_it_works}", _HOW_IT_WORKS.strip())
+    if cls.__doc__ is not None:  # None under `python -OO`
+        cls.__doc__ = cls.__doc__.replace("{how_it_works}", _HOW_IT_WORKS.strip())
     return cls
 
 
