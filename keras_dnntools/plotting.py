@@ -142,7 +142,10 @@ def plot_reliability_diagram(
     """Draws a reliability diagram: accuracy against confidence per bin.
 
     A perfectly calibrated classifier lies on the diagonal; bars below it are
-    over-confident. The title carries the expected calibration error.
+    over-confident. Each bar is labelled with the number of predictions in its
+    bin (a bin of 3 predictions says far less than one of 300), the title
+    carries the expected calibration error, and the legend sits below the
+    axes, where it hides no bar.
 
     Args:
         y_true: integer labels `(n,)` or one-hot `(n, classes)`.
@@ -164,7 +167,9 @@ def plot_reliability_diagram(
     >>> probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     >>> ax = kdt.plotting.plot_reliability_diagram([0, 1, 1], probs, n_bins=5)
     >>> ax.get_xlabel()
-    'confidence'
+    'confidence (largest predicted probability)'
+    >>> [text.get_text() for text in ax.texts]  # predictions per bin
+    ['1', '1', '1']
     """
     bins = reliability_bins(y_true, y_prob, n_bins)
     total = max(bins["count"].sum(), 1.0)
@@ -181,15 +186,37 @@ def plot_reliability_diagram(
         width=width,
         align="edge",
         edgecolor="black",
-        label="accuracy",
+        label="accuracy per bin (label: predictions in the bin)",
     )
+    for left, height, count in zip(
+        edges[:-1][filled],
+        bins["accuracy"][filled],
+        bins["count"][filled],
+        strict=True,
+    ):
+        ax.text(
+            left + width / 2,
+            height + 0.01,
+            f"{int(count)}",
+            ha="center",
+            va="bottom",
+            fontsize=7 if n_bins <= 20 else 5,
+            rotation=0 if n_bins <= 20 else 90,
+        )
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability diagram (ECE = {ece:.3f})")
-    ax.legend(loc="lower right")
+    ax.set_ylim(0, 1.1)  # room for the counts above bars of height 1
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_xlabel("confidence (largest predicted probability)")
+    ax.set_ylabel("accuracy (fraction correct)")
+    ax.set_title(f"Reliability diagram (ECE = {ece:.3f}, n = {int(total)})")
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.13),
+        ncol=1,
+        frameon=False,
+        fontsize="small",
+    )
     return ax
 
 
