@@ -28,9 +28,36 @@ def _evaluate(schedule: Any, steps: np.ndarray) -> np.ndarray:
         raise invalid_type(
             "schedule", "a LearningRateSchedule or a callable of the step", schedule
         )
-    return np.asarray(
-        [float(np.asarray(schedule(int(step)))) for step in steps], dtype="float64"
-    )
+
+    def one(step: int) -> float:
+        return float(np.asarray(schedule(int(step))))
+
+    # Keras schedules are elementwise in the step: one call on all the steps
+    # (a step at a time costs seconds for a long schedule). Kept only when it
+    # agrees with step-by-step calls at a few steps, else step by step.
+    if _is_keras_schedule(schedule) and len(steps) > 8:
+        try:
+            values = np.asarray(_to_numpy(schedule(steps)), dtype="float64")
+        except Exception:  # any failure: evaluate step by step
+            values = None
+        if values is not None and values.shape == steps.shape:
+            probes = np.unique(np.linspace(0, len(steps) - 1, 5).astype(int))
+            expected = [one(steps[i]) for i in probes]
+            if np.allclose(values[probes], expected, rtol=1e-5, atol=0.0):
+                return values
+    return np.asarray([one(step) for step in steps], dtype="float64")
+
+
+def _is_keras_schedule(schedule: Any) -> bool:
+    import keras
+
+    return isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    import keras
+
+    return keras.ops.convert_to_numpy(value)
 
 
 @public("plotting")

@@ -98,3 +98,18 @@ def test_reliability_diagram_legend_hides_no_data():
     for text in ax.texts:  # the counts stay inside the axes
         box = text.get_window_extent(renderer)
         assert axes.y0 <= box.y0 and box.y1 <= axes.y1
+
+
+def test_plot_schedule_is_exact_for_long_schedules_and_plain_callables():
+    schedule = kdt.schedules.PiecewiseConstantSchedule([500, 1500], [0.1, 0.01, 0.001])
+    ax = kdt.plotting.plot_schedule(schedule, 2000)
+    values = ax.get_lines()[0].get_ydata()
+    steps = np.arange(2000)
+    expected = np.where(steps < 500, 0.1, np.where(steps < 1500, 0.01, 0.001))
+    np.testing.assert_allclose(values, expected, rtol=1e-6)
+
+    def step_function(step):  # Python control flow: evaluated step by step
+        return 0.1 if step < 10 else 0.01
+
+    ax = kdt.plotting.plot_schedule(step_function, 20)
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [0.1] * 10 + [0.01] * 10)
