@@ -308,4 +308,5 @@ def plot_uncertainty_histogram(
         ax.legend()
     ax.set_xlabel(measure.replace("_", " ") + " (nats)" if measure != "std" else "std")
     ax.set_ylabel("instances")
+    ax.set_title(f"MC dropout: {measure.replace('_', ' ')} per instance")
     return ax

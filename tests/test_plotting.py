@@ -113,3 +113,19 @@ def test_plot_schedule_is_exact_for_long_schedules_and_plain_callables():
 
     ax = kdt.plotting.plot_schedule(step_function, 20)
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [0.1] * 10 + [0.01] * 10)
+
+
+def test_every_plot_has_a_title_and_labelled_axes():
+    from types import SimpleNamespace
+
+    # Any object with the MCPrediction attributes the plot reads.
+    prediction = SimpleNamespace(
+        predictive_entropy=np.linspace(0.0, 1.0, 6), predicted_class=np.zeros(6)
+    )
+    axes = [
+        kdt.plotting.plot_schedule(kdt.schedules.OneCycleSchedule(0.1, 20)),
+        kdt.plotting.plot_reliability_diagram([0, 1], np.eye(2)),
+        kdt.plotting.plot_uncertainty_histogram(prediction),
+    ]
+    for ax in axes:
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), ax
