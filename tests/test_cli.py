@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("keras", "tensorflow", "jax", "torch", "numpy")
 
 
-def _python(*args, timeout=120):
+def _python(*args, timeout=600):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(
         [sys.executable, *args],

