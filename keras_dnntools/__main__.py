@@ -1,9 +1,20 @@
-"""Command line: ``python -m keras_dnntools demo`` (also ``keras-dnntools demo``)."""
+"""Command line: ``python -m keras_dnntools demo`` (also ``keras-dnntools demo``).
+
+`--help` and `--version` import neither Keras nor TensorFlow: they answer at
+once. Only the `demo` command loads them, with TensorFlow's start-up logging
+silenced (set `TF_CPP_MIN_LOG_LEVEL` yourself to see it).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
+
+from keras_dnntools._version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -11,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="keras-dnntools",
         description="keras_dnntools: drop-in Keras 3 components for training deep "
         "neural networks well.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"keras-dnntools {__version__}"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
@@ -33,9 +47,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--quick",
         action="store_true",
-        help="a fast smoke run: few epochs and samples (results are rougher)",
+        help="a smoke run that checks the demo works end to end (few epochs and "
+        "samples): its table is labelled as such and makes no comparison",
     )
     return parser
+
+
+@contextlib.contextmanager
+def quiet_framework_start() -> Iterator[None]:
+    """Silences TensorFlow's start-up logging while Keras loads.
+
+    On a machine without a GPU, TensorFlow's C++ start-up prints lines such as
+    `E0000 ... failed call to cuInit: ... UNKNOWN ERROR (303)` that are not
+    errors. `TF_CPP_MIN_LOG_LEVEL=3` (unless the user set a level) silences
+    those logged after start-up; the lines written while the libraries load
+    come before TensorFlow reads it, so stderr (file descriptor 2) goes to a
+    temporary file meanwhile, and is replayed if the import fails.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed < 0:
         parser.error(f"--seed must be a non-negative integer. Received: {args.seed}")
     try:
-        from keras_dnntools.demo import run_demo
-
+        with quiet_framework_start():
+            from keras_dnntools.demo import run_demo
         run_demo(
             epochs=args.epochs, output=args.output, seed=args.seed, quick=args.quick
         )

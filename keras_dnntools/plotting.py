@@ -28,9 +28,36 @@ def _evaluate(schedule: Any, steps: np.ndarray) -> np.ndarray:
         raise invalid_type(
             "schedule", "a LearningRateSchedule or a callable of the step", schedule
         )
-    return np.asarray(
-        [float(np.asarray(schedule(int(step)))) for step in steps], dtype="float64"
-    )
+
+    def one(step: int) -> float:
+        return float(np.asarray(schedule(int(step))))
+
+    # Keras schedules are elementwise in the step: one call on all the steps
+    # (a step at a time costs seconds for a long schedule). Kept only when it
+    # agrees with step-by-step calls at a few steps, else step by step.
+    if _is_keras_schedule(schedule) and len(steps) > 8:
+        try:
+            values = np.asarray(_to_numpy(schedule(steps)), dtype="float64")
+        except Exception:  # any failure: evaluate step by step
+            values = None
+        if values is not None and values.shape == steps.shape:
+            probes = np.unique(np.linspace(0, len(steps) - 1, 5).astype(int))
+            expected = [one(steps[i]) for i in probes]
+            if np.allclose(values[probes], expected, rtol=1e-5, atol=0.0):
+                return values
+    return np.asarray([one(step) for step in steps], dtype="float64")
+
+
+def _is_keras_schedule(schedule: Any) -> bool:
+    import keras
+
+    return isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    import keras
+
+    return keras.ops.convert_to_numpy(value)
 
 
 @public("plotting")
@@ -142,7 +169,10 @@ def plot_reliability_diagram(
     """Draws a reliability diagram: accuracy against confidence per bin.
 
     A perfectly calibrated classifier lies on the diagonal; bars below it are
-    over-confident. The title carries the expected calibration error.
+    over-confident. Each bar is labelled with the number of predictions in its
+    bin (a bin of 3 predictions says far less than one of 300), the title
+    carries the expected calibration error, and the legend sits below the
+    axes, where it hides no bar.
 
     Args:
         y_true: integer labels `(n,)` or one-hot `(n, classes)`.
@@ -164,7 +194,9 @@ def plot_reliability_diagram(
     >>> probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     >>> ax = kdt.plotting.plot_reliability_diagram([0, 1, 1], probs, n_bins=5)
     >>> ax.get_xlabel()
-    'confidence'
+    'confidence (largest predicted probability)'
+    >>> [text.get_text() for text in ax.texts]  # predictions per bin
+    ['1', '1', '1']
     """
     bins = reliability_bins(y_true, y_prob, n_bins)
     total = max(bins["count"].sum(), 1.0)
@@ -181,15 +213,37 @@ def plot_reliability_diagram(
         width=width,
         align="edge",
         edgecolor="black",
-        label="accuracy",
+        label="accuracy per bin (label: predictions in the bin)",
     )
+    for left, height, count in zip(
+        edges[:-1][filled],
+        bins["accuracy"][filled],
+        bins["count"][filled],
+        strict=True,
+    ):
+        ax.text(
+            left + width / 2,
+            height + 0.01,
+            f"{int(count)}",
+            ha="center",
+            va="bottom",
+            fontsize=7 if n_bins <= 20 else 5,
+            rotation=0 if n_bins <= 20 else 90,
+        )
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability diagram (ECE = {ece:.3f})")
-    ax.legend(loc="lower right")
+    ax.set_ylim(0, 1.1)  # room for the counts above bars of height 1
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_xlabel("confidence (largest predicted probability)")
+    ax.set_ylabel("accuracy (fraction correct)")
+    ax.set_title(f"Reliability diagram (ECE = {ece:.3f}, n = {int(total)})")
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.13),
+        ncol=1,
+        frameon=False,
+        fontsize="small",
+    )
     return ax
 
 
@@ -254,6 +308,7 @@ def plot_uncertainty_histogram(
         ax.legend()
     ax.set_xlabel(measure.replace("_", " ") + " (nats)" if measure != "std" else "std")
     ax.set_ylabel("instances")
+    ax.set_title(f"MC dropout: {measure.replace('_', ' ')} per instance")
     return ax
 
 

@@ -523,6 +523,98 @@ for name, (accuracy, kinds) in results.items():
 NOTEBOOKS["05_unstable_gradients.ipynb"] = unstable_gradients_notebook()
 
 
+# What the numbers printed above mean: a Markdown cell inserted after the cell
+# (its index in NOTEBOOKS[name]) whose output it explains, surprising ones first.
+# The figures are those of the saved run (seed 42); a re-run may move them a little.
+EXPLANATIONS = {
+    "01_schedules_and_lr_finder.ipynb": {
+        7: "**Reading the finder.** The suggestion (about 0.02 here) is fastai's "
+        "\"valley\": a rate where the smoothed loss still falls steeply, a safe "
+        "*constant* rate. The curve rises steeply at the right end: the sweep stops "
+        "once the loss exceeds 4x its best, so the last points are a divergence, not "
+        "a property of the model.",
+        9: "**Reading the result.** The constant rate reaches 0.943 test accuracy and "
+        "1cycle 0.975 (597 test images: one image is 0.0017, so the gap is about 19 "
+        "images), both after 15 epochs from the same initial weights. The constant run "
+        "uses `max_rate / 10`, which is the finder's suggestion; 1cycle peaks at ten "
+        "times it. This notebook uses 10x, the demo 4x and fastai's `fit_one_cycle` "
+        "1x: the peak is a choice, to be checked on validation data. The plot shows "
+        "the rate at the last step of each epoch: the warm-up over the first 30% of "
+        "the steps, then the cosine annealing.",
+        11: "**Reading the table.** Per epoch: the rate logged by the callback, then "
+        "the schedule evaluated at the epoch's last optimizer step. They are equal "
+        "although the model runs 8 steps per call (`steps_per_execution=8`). The "
+        "last epoch shows 0.000000: 1cycle ends at `0.05 / 25 / 1e4 = 2e-7`, which "
+        "rounds to zero at six decimals.",
+    },
+    "02_mc_dropout_and_uncertainty.ipynb": {
+        3: "**The surprise first: MC dropout *raised* the ECE, from 0.019 to 0.060,** "
+        "while accuracy (0.948 to 0.975) and NLL (0.168 to 0.137) improved. The ECE "
+        "measures the gap between confidence and accuracy, in either direction. One "
+        "stochastic pass is nearly calibrated here (mean confidence 0.938, accuracy "
+        "0.948). Averaging 100 passes makes the predictions more accurate but less "
+        "confident (mean confidence 0.917, accuracy 0.975): the model becomes "
+        "*under*-confident, and a gap of 0.058 shows up as an ECE of 0.060. The "
+        "reliability diagram below shows it: the bars stand above the diagonal. "
+        "The NLL, a proper scoring rule, is the better summary of probability "
+        "quality, and it improves. The ECE is also noisy on 597 images (15 bins, "
+        "some holding a handful of images: the diagram prints each bin's count).",
+        4: "**Reading the plots.** Left: accuracy against confidence per bin, with "
+        "the number of test images in each bin; bars above the diagonal are "
+        "under-confident. Right: mutual information (nats) for right and wrong "
+        "predictions; the wrong ones sit to the right, where the passes disagree.",
+        8: "**Reading the output.** The plain model's `expected_calibration_error` "
+        "of 0.148 comes from `evaluate`, with dropout *off* (a deterministic pass): "
+        "after 10 epochs of a 64-unit net with 30% dropout its probabilities are "
+        "still soft (mean confidence 0.78 for 0.93 accuracy): under-confident "
+        "again, not over-confident. The loss (0.335) is its NLL. The layer list "
+        "shows `to_mc_dropout` swapping `Dropout` for `MCDropout`. The last line "
+        "is, for each of 5 test images, the largest standard deviation of a class "
+        "probability over 50 passes: 0.06 to 0.19, i.e. the probabilities move by "
+        "that much from pass to pass.",
+    },
+    "03_transfer_learning.ipynb": {
+        2: "**Reading the output.** Model A classifies digits 0-7 with 0.979 "
+        "accuracy on the test images of those digits; it never saw 8 or 9.",
+        4: "**Reading the output.** After `reuse_layers` only the new head is "
+        "trainable (`[False, False, True]`). B on A reaches 0.804 on odd vs even "
+        "over all ten digits, from 40 labelled images. Model A's accuracy is "
+        "unchanged, to the last digit: `reuse_layers` cloned its layers, so "
+        "training B did not touch A.",
+        6: "**Reading the table.** Over three seeds, B on A (`fine_tune`) reaches "
+        "0.883 to 0.908 and the same network from scratch 0.861 to 0.863: transfer "
+        "wins by 2 to 5 points (12 to 28 of 597 images), consistently. With much "
+        "less training (the demo's `--quick`, 4 epochs) the comparison can flip, "
+        "which is why the demo labels that run a smoke test.",
+        8: "**Reading the output.** `True`: the bottom layer, frozen at the start, "
+        "was unfrozen at epoch 6 by `GradualUnfreezing` and trained within the "
+        "same `fit` call.",
+    },
+    "04_activations_and_constraints.ipynb": {
+        2: "**Reading the plot.** Three training-mode calls (thin lines) draw "
+        "different slopes for every negative input; the black line is inference, "
+        "the mean slope `(1/8 + 1/3) / 2`, about 0.23.",
+        4: "**Reading the results.** The differences (0.951 to 0.975) are 14 test "
+        "images at most, within what another seed would change: read no ranking "
+        "into them. SELU is lowest here because `make_mlp` uses He initialization; "
+        "SELU self-normalizes only with LeCun normal initialization (and no "
+        "ordinary dropout).",
+        6: "**Reading the output.** The largest fan-in norm (the norm of one "
+        "unit's incoming weights) in each of the three Dense layers after 5 epochs "
+        "at a high rate: up to 2.4 without a constraint, exactly 1.0 with "
+        "`apply_max_norm(model, max_value=1.0)`, which clips after every step.",
+    },
+}
+
+
+def with_explanations(name: str, cells: list[tuple[str, str]]) -> list:
+    """The cells of a notebook with its explanation cells inserted."""
+    cells = list(cells)
+    for index in sorted(EXPLANATIONS.get(name, {}), reverse=True):
+        cells.insert(index + 1, ("md", EXPLANATIONS[name][index]))
+    return cells
+
+
 def build(name: str, cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {
@@ -566,7 +658,7 @@ def main(names: list[str]) -> None:
     for name, cells in NOTEBOOKS.items():
         if names and name not in names:
             continue
-        notebook = build(name, cells)
+        notebook = build(name, with_explanations(name, cells))
         NotebookClient(notebook, timeout=600, kernel_name="python3").execute(
             cwd=str(HERE)
         )

@@ -37,3 +37,24 @@ def test_notebook_executes(path, tmp_path):
         if output.output_type == "error"
     ]
     assert not errors, errors
+
+
+def test_saved_notebooks_are_the_built_ones_with_their_explanations():
+    """Cheap (no execution): the saved notebooks hold exactly the cells of
+    `notebooks/make_notebooks.py`, explanations of the printed numbers included."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "notebooks" / "make_notebooks.py"
+    spec = importlib.util.spec_from_file_location("make_notebooks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, cells in module.NOTEBOOKS.items():
+        expected = module.with_explanations(name, cells)
+        saved = nbformat.read(path.parent / name, as_version=4).cells
+        assert [(c.cell_type, c.source) for c in saved] == [
+            ("markdown" if kind == "md" else "code", source)
+            for kind, source in expected
+        ], name
+        explained = module.EXPLANATIONS.get(name, {})
+        assert explained, f"{name}: no explanation of its numbers"
+        assert all(cells[index][0] == "code" for index in explained), name

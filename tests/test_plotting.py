@@ -72,3 +72,60 @@ def test_missing_matplotlib_names_the_extra():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert "keras-dnntools[examples]" in out.stdout
+
+
+def test_reliability_diagram_labels_each_bar_with_its_count():
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(4) * 0.5, size=300)
+    labels = rng.integers(0, 4, size=300)
+    ax = kdt.plotting.plot_reliability_diagram(labels, probs, n_bins=10)
+    counts = reliability_bins(labels, probs, n_bins=10)["count"]
+    assert [int(t.get_text()) for t in ax.texts] == [int(c) for c in counts if c > 0]
+    assert sum(int(t.get_text()) for t in ax.texts) == 300
+    assert ax.get_xlabel() and ax.get_ylabel() and "ECE" in ax.get_title()
+
+
+def test_reliability_diagram_legend_hides_no_data():
+    """The legend sits outside the axes: it cannot cover a bar or a count."""
+    probs = np.array([[0.99, 0.01]] * 50 + [[0.02, 0.98]] * 50)  # full top-right bar
+    ax = kdt.plotting.plot_reliability_diagram(np.r_[[0] * 50, [1] * 50], probs)
+    figure = ax.figure
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    axes = ax.get_window_extent(renderer)
+    assert legend.y1 <= axes.y0, (legend, axes)
+    for text in ax.texts:  # the counts stay inside the axes
+        box = text.get_window_extent(renderer)
+        assert axes.y0 <= box.y0 and box.y1 <= axes.y1
+
+
+def test_plot_schedule_is_exact_for_long_schedules_and_plain_callables():
+    schedule = kdt.schedules.PiecewiseConstantSchedule([500, 1500], [0.1, 0.01, 0.001])
+    ax = kdt.plotting.plot_schedule(schedule, 2000)
+    values = ax.get_lines()[0].get_ydata()
+    steps = np.arange(2000)
+    expected = np.where(steps < 500, 0.1, np.where(steps < 1500, 0.01, 0.001))
+    np.testing.assert_allclose(values, expected, rtol=1e-6)
+
+    def step_function(step):  # Python control flow: evaluated step by step
+        return 0.1 if step < 10 else 0.01
+
+    ax = kdt.plotting.plot_schedule(step_function, 20)
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [0.1] * 10 + [0.01] * 10)
+
+
+def test_every_plot_has_a_title_and_labelled_axes():
+    from types import SimpleNamespace
+
+    # Any object with the MCPrediction attributes the plot reads.
+    prediction = SimpleNamespace(
+        predictive_entropy=np.linspace(0.0, 1.0, 6), predicted_class=np.zeros(6)
+    )
+    axes = [
+        kdt.plotting.plot_schedule(kdt.schedules.OneCycleSchedule(0.1, 20)),
+        kdt.plotting.plot_reliability_diagram([0, 1], np.eye(2)),
+        kdt.plotting.plot_uncertainty_histogram(prediction),
+    ]
+    for ax in axes:
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), ax

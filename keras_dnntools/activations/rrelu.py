@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_dnntools import _random
+from keras_dnntools import _keras_compat, _random
 from keras_dnntools._registry import public
 from keras_dnntools._validation import check_bool, check_float, invalid_type
 
@@ -108,12 +108,22 @@ def rrelu(
             `RReLU` layer uses). Only the last two get the generator that
             stays fast under XLA on CPU (see `keras_dnntools/_random.py`).
 
+    Use the `kdt.layers.RReLU` layer in models. This function is for your own
+    layers' `call()`, which pass it `training` (and a
+    `keras.random.SeedGenerator`): Keras calls a layer's `activation` without
+    `training`, so `Dense(activation=kdt.activations.rrelu)` would train as a
+    plain leaky ReLU. It is therefore refused: called with `training=False`
+    inside a layer call that is training, it raises a `ValueError` that points
+    to the layer. (Inference, e.g. `predict()`, is allowed.)
+
     Returns:
         A tensor of the shape and dtype of `x`.
 
     Raises:
         TypeError: if an argument has the wrong type.
-        ValueError: if `lower` or `upper` is out of range.
+        ValueError: if `lower` or `upper` is out of range, or if it is called
+            with `training=False` while a Keras layer call is training (used
+            as a layer's `activation=`).
 
     Example:
 
@@ -127,6 +137,16 @@ def rrelu(
     """
     lower, upper = check_bounds(lower, upper)
     training = check_bool("training", training)
+    if not training and _keras_compat.training_in_layer_call():
+        raise ValueError(
+            "`kdt.activations.rrelu` was called with training=False inside a layer "
+            "that is training: used as a layer's `activation=` it never receives "
+            "`training` and would train as a plain leaky ReLU with slope "
+            f"{(lower + upper) / 2:g}. Use the layer instead: "
+            "`keras.layers.Dense(units)` followed by `kdt.layers.RReLU()`. In your "
+            "own layer's call(), pass `training=training` (and a "
+            "keras.random.SeedGenerator as `seed`)."
+        )
     seed = check_seed_argument(seed)
     x = ops.convert_to_tensor(x)
     if not keras.backend.is_float_dtype(x.dtype):

@@ -81,7 +81,8 @@ class RReLU(SeedStateMixin, keras.layers.Layer):
         self.seed = check_seed("seed", seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.supports_masking = True
-        self.built = True
+        # No `self.built = True` here: built on first call, like any Keras layer,
+        # so that a subclass's own `build()` runs.
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         return apply_rrelu(

@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 import keras_dnntools as kdt
-from tests.layer_contract import check_layer_contract
 
 X = np.array([-3.0, -1.0, 0.0, 2.0], dtype="float32")
 
@@ -61,17 +60,47 @@ def test_works_under_xla():
     assert first.min() >= 0.1 and first.max() <= 0.3
 
 
-def test_as_a_keras_activation(tmp_path):
-    """Serializable by name: inside Activation and Dense, saved and loaded."""
+def test_serializable_by_name():
     name = keras.saving.get_registered_name(kdt.activations.rrelu)
     assert name == "keras_dnntools>rrelu"
     config = keras.activations.serialize(kdt.activations.rrelu)
     assert keras.activations.deserialize(config) is kdt.activations.rrelu
-    check_layer_contract(
-        lambda: keras.layers.Activation(kdt.activations.rrelu),
-        (6,),
-        tmp_path=tmp_path,
+
+
+@pytest.mark.parametrize("jit_compile", [False, "auto"])
+def test_refused_as_a_layer_activation_in_training(jit_compile):
+    """`Dense(activation=rrelu)` never gets `training`: fit must not silently
+    train a leaky ReLU; the error points to the RReLU layer."""
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(4, activation=kdt.activations.rrelu)]
     )
+    model.compile("sgd", "mse", jit_compile=jit_compile)
+    x, y = np.ones((8, 6), "float32"), np.ones((8, 4), "float32")
+    # Inference is what it computes anyway: the mean slope.
+    dense = model.layers[0]
+    pre = keras.ops.convert_to_numpy(dense.kernel)
+    expected = x @ pre + keras.ops.convert_to_numpy(dense.bias)
+    expected = np.where(expected >= 0, expected, expected * (1 / 8 + 1 / 3) / 2)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"kdt\.layers\.RReLU\(\)"):
+        model.fit(x, y, verbose=0)
+
+
+def test_inside_a_layer_that_passes_training_it_trains_with_random_slopes():
+    class Block(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.generator = keras.random.SeedGenerator(1)
+
+        def call(self, inputs, training=False):
+            return kdt.activations.rrelu(
+                inputs, 0.1, 0.3, training=training, seed=self.generator
+            )
+
+    x = -np.ones((1, 1000), "float32")
+    slopes = -keras.ops.convert_to_numpy(Block()(x, training=True))
+    assert slopes.min() >= 0.1 and slopes.max() <= 0.3 and slopes.std() > 0.03
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(Block()(x)), 0.2 * x)
 
 
 @pytest.mark.parametrize(

@@ -181,3 +181,22 @@ def test_bfloat16_slopes_keep_their_mean():
 
 def as_float32(tensor):
     return keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float32"))
+
+
+def test_builds_on_first_call_so_a_subclass_build_runs():
+    """Like keras.layers.LeakyReLU: not built in __init__ (a subclass's own
+    build() would never run otherwise)."""
+    calls = []
+
+    class Recording(kdt.layers.RReLU):
+        def build(self, input_shape):
+            calls.append(tuple(input_shape))
+            super().build(input_shape)
+
+    layer = Recording(seed=0)
+    assert not layer.built
+    layer(np.ones((2, 3), "float32"))
+    assert layer.built and calls == [(2, 3)]
+    plain = kdt.layers.RReLU(seed=0)
+    plain(np.ones((2, 3), "float32"))
+    assert plain.built
