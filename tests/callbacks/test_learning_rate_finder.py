@@ -149,14 +149,16 @@ def test_stops_on_nan_loss():
 def test_works_on_a_dataset_and_as_a_callback_with_steps_per_execution():
     x, y = linear_data()
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    model = _model(keras.optimizers.SGD(), steps_per_execution(4))
+    per_execution = steps_per_execution(4)
+    model = _model(keras.optimizers.SGD(), per_execution)
     result = kdt.find_learning_rate(
         model, dataset, steps=32, min_learning_rate=1e-4, max_learning_rate=1e-2
     )
-    # one point per execution of 4 steps, at the rate of its last step
-    assert len(result.learning_rates) == 8
+    # one point per execution, at the rate of its last step
+    assert len(result.learning_rates) == 32 // per_execution
+    last_steps = np.arange(per_execution - 1, 32, per_execution)
     np.testing.assert_allclose(
-        result.learning_rates, 1e-4 * 1e2 ** (np.arange(3, 32, 4) / 31), rtol=1e-5
+        result.learning_rates, 1e-4 * 1e2 ** (last_steps / 31), rtol=1e-5
     )
 
 
