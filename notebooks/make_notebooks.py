@@ -527,6 +527,9 @@ NOTEBOOKS["05_unstable_gradients.ipynb"] = unstable_gradients_notebook()
 # (its index in NOTEBOOKS[name]) whose output it explains, surprising ones first.
 # The figures are those of the saved run (seed 42); a re-run may move them a little.
 EXPLANATIONS = {
+    "05_unstable_gradients.ipynb": {
+        14: "**Reading the summary, surprising ones first.** BatchNorm before each sigmoid is still flagged `vanishing_gradients` at initialization and reaches only 0.688 after 5 epochs: it re-centres the pre-activations, but with the naive `N(0, 1)` kernels the bottom layers still get tiny gradients at the start, and 5 epochs at this rate do not make up for it. SELU (0.899) beats He + ReLU (0.792) here: its outputs stay normalized through all 12 layers, while the ReLU net is healthy but slower to start. LSUV on tanh is best (0.953): every layer starts with unit-variance outputs. The naive sigmoid net (0.312) barely learns, and the check's findings at initialization say why before any training. Accuracies are on 597 test images (one image is 0.0017) after 5 epochs, seed 42.",
+    },
     "01_schedules_and_lr_finder.ipynb": {
         7: "**Reading the finder.** The suggestion (about 0.02 here) is fastai's "
         "\"valley\": a rate where the smoothed loss still falls steeply, a safe "

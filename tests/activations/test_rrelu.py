@@ -48,6 +48,9 @@ def test_training_without_seed_uses_the_global_generator():
     assert (-first).min() >= 1 / 8 - 1e-6 and (-first).max() <= 1 / 3 + 1e-6
 
 
+@pytest.mark.backends(
+    "tensorflow", reason="tf.function(jit_compile=True) is TensorFlow's XLA route"
+)
 def test_works_under_xla():
     generator = keras.random.SeedGenerator(1)
     x = tf.constant(-np.ones((1, 2000), dtype="float32"))

@@ -215,8 +215,6 @@ def test_compiled_and_trained_model_is_constrained_in_the_next_fit(name):
     assert fan_in_norms(dense.kernel, (0,)).max() <= 0.2 + 1e-6
 
 
-# Keras's jit_compile on torch goes through torch.jit, deprecated by torch 2.13.
-@pytest.mark.filterwarnings("ignore:.*torch.jit.*:DeprecationWarning")
 def test_jit_compiled_model_is_constrained():
     model = model_around(LAYERS["Dense"][0], (5,))
     model.compile(keras.optimizers.SGD(0.5, clipnorm=1.0), "mse", jit_compile=True)

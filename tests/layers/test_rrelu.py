@@ -79,6 +79,7 @@ def test_fresh_slopes_every_call_and_seed_reproducible():
     assert not np.allclose(slopes_of(other, x, training=True), first)
 
 
+@pytest.mark.backends("tensorflow", reason="tf.function is TensorFlow's compiler")
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_fresh_slopes_inside_compiled_functions(jit_compile):
     x = tf.constant(negative_inputs(5000))
@@ -92,6 +93,9 @@ def test_fresh_slopes_inside_compiled_functions(jit_compile):
         assert slopes.mean() == pytest.approx(0.2, abs=0.005)
 
 
+@pytest.mark.backends(
+    "tensorflow", reason="the reference gradient comes from tf.GradientTape"
+)
 def test_gradient_is_the_slope():
     x = tf.constant(np.concatenate([negative_inputs(500), -negative_inputs(500)], 1))
     layer = kdt.layers.RReLU(LOWER, UPPER, seed=2)
