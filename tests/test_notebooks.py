@@ -17,6 +17,10 @@ def test_there_is_a_notebook_per_area():
 
 
 @pytest.mark.slow
+@pytest.mark.backends(
+    "tensorflow",
+    reason="the notebooks are executed once, on the default backend (minutes each)",
+)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_notebook_executes(path, tmp_path):
     notebook = nbformat.read(path, as_version=4)

@@ -10,6 +10,10 @@ from tests.reliability import _background
 from tests.reliability._distribute import MAX_NORM
 from tests.reliability.matrix import keys_for
 
+pytestmark = pytest.mark.backends(
+    "tensorflow", reason="tf.distribute.MirroredStrategy runs the TensorFlow trainer"
+)
+
 COMPONENTS = {
     "callbacks.OneCycleScheduler",
     "layers.RReLU",
