@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -53,16 +54,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# TensorFlow's C++ logging (absl): "I0000 00:00:... file.cc:31] message".
+_FRAMEWORK_NOISE = re.compile(
+    r"^([IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\]|WARNING: All log messages "
+    r"before absl::InitializeLog|To enable the following instructions)"
+)
+
+
 @contextlib.contextmanager
 def quiet_framework_start() -> Iterator[None]:
-    """Silences TensorFlow's start-up logging while Keras loads.
+    """Drops TensorFlow's start-up logging from stderr while the demo runs.
 
     On a machine without a GPU, TensorFlow's C++ start-up prints lines such as
     `E0000 ... failed call to cuInit: ... UNKNOWN ERROR (303)` that are not
     errors. `TF_CPP_MIN_LOG_LEVEL=3` (unless the user set a level) silences
-    those logged after start-up; the lines written while the libraries load
-    come before TensorFlow reads it, so stderr (file descriptor 2) goes to a
-    temporary file meanwhile, and is replayed if the import fails.
+    those logged after start-up, but the lines written while the libraries
+    load come before TensorFlow reads it, and on the JAX and PyTorch backends
+    TensorFlow may load at any point (Keras's data utilities import it). So
+    stderr (file descriptor 2) goes to a temporary file meanwhile and is
+    replayed at the end without those log lines (everything else, warnings
+    and tracebacks included, is kept).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
@@ -71,14 +82,18 @@ def quiet_framework_start() -> Iterator[None]:
         os.dup2(sink.fileno(), 2)
         try:
             yield
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
-            raise
         finally:
+            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+            sink.seek(0)
+            kept = [
+                line
+                for line in sink.read().decode(errors="replace").splitlines(True)
+                if not _FRAMEWORK_NOISE.match(line)
+            ]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,9 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with quiet_framework_start():
             from keras_dnntools.demo import run_demo
-        run_demo(
-            epochs=args.epochs, output=args.output, seed=args.seed, quick=args.quick
-        )
+
+            run_demo(
+                epochs=args.epochs,
+                output=args.output,
+                seed=args.seed,
+                quick=args.quick,
+            )
     except ImportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -40,3 +40,29 @@ def fit_steps_per_epoch(x: Any, fit_kwargs: dict[str, Any]) -> int | None:
         first = next(iter(first.values())) if isinstance(first, dict) else first[0]
     samples = math.ceil(int(first.shape[0]) * (1.0 - split))  # as Keras splits
     return max(1, math.ceil(samples / batch_size))
+
+
+def check_fit_data(model: Any, x: Any, y: Any = None) -> int | None:
+    """Checks in-memory `x` (and `y`) before a fit-like function touches `model`.
+
+    Numeric, non-empty, finite arrays with as many rows in `y` as in `x`,
+    and an `x` whose shape matches the model's input (when the model has one
+    known input). Datasets and generators pass unchecked.
+
+    Returns:
+        The number of examples in `x`, or None when it is not in memory.
+
+    Raises:
+        TypeError: if `x` or `y` is not numeric.
+        ValueError: if one is empty, non-finite, or the shapes disagree.
+    """
+    from keras_dnntools._validation import check_examples
+
+    rows = check_examples("x", x)
+    if y is not None and rows is not None:
+        check_examples("y", y, rows=rows)
+    if rows is not None and hasattr(x, "shape"):
+        from keras_dnntools.uncertainty.monte_carlo import _check_against_inputs
+
+        _check_against_inputs(model, x, [x], x)
+    return rows

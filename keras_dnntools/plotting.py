@@ -13,13 +13,28 @@ import numpy as np
 
 from keras_dnntools._optional import require_pyplot
 from keras_dnntools._registry import public
-from keras_dnntools._validation import check_int, invalid_type, invalid_value
+from keras_dnntools._validation import (
+    check_choice,
+    check_int,
+    check_sequence,
+    invalid_type,
+    invalid_value,
+)
+from keras_dnntools.metrics.calibration import MAX_BINS
+
+#: The longest schedule `plot_schedule` evaluates (one float64 per step).
+MAX_PLOTTED_STEPS = 10**7
 
 
 def _axes(ax: Any) -> Any:
     plt = require_pyplot()
     if ax is None:
         _, ax = plt.subplots()
+        return ax
+    from matplotlib.axes import Axes
+
+    if not isinstance(ax, Axes):
+        raise invalid_type("ax", "None or a matplotlib Axes", ax)
     return ax
 
 
@@ -104,7 +119,7 @@ def plot_schedule(
                 "a positive integer (this schedule has no total_steps of its own)",
                 total_steps,
             )
-    total_steps = check_int("total_steps", total_steps, low=1)
+    total_steps = check_int("total_steps", total_steps, low=1, high=MAX_PLOTTED_STEPS)
     steps = np.arange(total_steps)
     rates = _evaluate(schedule, steps)
     ax = _axes(ax)
@@ -122,21 +137,11 @@ def plot_schedule(
 
 
 def _as_probabilities(y_true: Any, y_prob: Any) -> tuple[np.ndarray, np.ndarray]:
-    probs = np.asarray(y_prob, dtype="float64")
-    if probs.ndim != 2:
-        raise invalid_value(
-            "y_prob", "a 2-D array of class probabilities (n, classes)", probs.shape
-        )
-    labels = np.asarray(y_true)
-    if labels.ndim == 2:
-        labels = labels.argmax(axis=-1)
-    labels = labels.reshape(-1)
-    if labels.shape[0] != probs.shape[0]:
-        raise invalid_value(
-            "y_true",
-            f"as many labels as rows of y_prob ({probs.shape[0]})",
-            labels.shape[0],
-        )
+    # The rules of `kdt.metrics.expected_calibration_error`, which it draws.
+    from keras_dnntools.metrics.calibration import check_labels, check_probabilities
+
+    probs, columns = check_probabilities(y_prob)
+    labels = check_labels(y_true, probs.shape[0], columns)
     return labels, probs
 
 
@@ -147,7 +152,7 @@ def reliability_bins(y_true: Any, y_prob: Any, n_bins: int = 15) -> dict:
     (confidence 0 falls in the first bin), the binning used by
     `kdt.metrics.expected_calibration_error`.
     """
-    n_bins = check_int("n_bins", n_bins, low=1)
+    n_bins = check_int("n_bins", n_bins, low=1, high=MAX_BINS)
     labels, probs = _as_probabilities(y_true, y_prob)
     confidence = probs.max(axis=-1)
     correct = (probs.argmax(axis=-1) == labels).astype("float64")
@@ -287,10 +292,19 @@ def plot_uncertainty_histogram(
     >>> ax.get_xlabel()
     'predictive entropy (nats)'
     """
+    from keras_dnntools.metrics.calibration import check_labels
+
     choices = ("predictive_entropy", "mutual_information", "expected_entropy", "std")
-    if measure not in choices:
-        raise invalid_value("measure", f"one of {choices}", measure)
-    bins = check_int("bins", bins, low=1)
+    check_choice("measure", measure, choices)
+    if not hasattr(prediction, measure) or not hasattr(prediction, "predicted_class"):
+        raise invalid_type(
+            "prediction", "a kdt.uncertainty.MCPrediction (from mc_predict)", prediction
+        )
+    bins = check_int("bins", bins, low=1, high=MAX_BINS)
+    if y_true is not None:
+        shape = np.shape(getattr(prediction, "mean", prediction.predicted_class))
+        n_classes = int(shape[-1]) if len(shape) > 1 else 1
+        y_true = check_labels(y_true, int(shape[0]), n_classes)
     values = np.asarray(getattr(prediction, measure), dtype="float64")
     if measure == "std":
         values = values.reshape(values.shape[0], -1).mean(axis=-1)
@@ -298,10 +312,7 @@ def plot_uncertainty_histogram(
     if y_true is None:
         ax.hist(values, bins=bins, color="tab:blue")
     else:
-        labels = np.asarray(y_true)
-        if labels.ndim == 2:
-            labels = labels.argmax(axis=-1)
-        correct = np.asarray(prediction.predicted_class) == labels.reshape(-1)
+        correct = np.asarray(prediction.predicted_class) == y_true
         edges = np.histogram_bin_edges(values, bins=bins)
         ax.hist(values[correct], bins=edges, alpha=0.6, label="correct")
         ax.hist(values[~correct], bins=edges, alpha=0.6, label="wrong")
@@ -315,6 +326,12 @@ def plot_uncertainty_histogram(
 # ---------------------------------------------------------------------------
 # Unstable gradients: TrainingMonitor and diagnostics.check (issue 12)
 # ---------------------------------------------------------------------------
+
+
+def _layer_name(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise invalid_type(name, "a layer name (a string)", value)
+    return value
 
 
 def _recorded(monitor: Any) -> Any:
@@ -333,7 +350,18 @@ def _chosen_layers(monitor: Any, layers: Any) -> list[str]:
     names = list(monitor.layer_stats)
     if layers is None:
         return names
-    chosen = [layers] if isinstance(layers, str) else list(layers)
+    if isinstance(layers, str):
+        chosen = [layers]
+    else:
+        chosen = list(
+            check_sequence(
+                "layers",
+                layers,
+                _layer_name,
+                min_length=1,
+                expected="None, a layer name or a list of layer names",
+            )
+        )
     unknown = [name for name in chosen if name not in names]
     if unknown:
         raise invalid_value("layers", f"names among {names}", layers)
@@ -381,7 +409,7 @@ def plot_activation_histograms(
     """
     monitor = _recorded(monitor)
     names = _chosen_layers(monitor, layers)
-    max_columns = check_int("max_columns", max_columns, low=1)
+    max_columns = check_int("max_columns", max_columns, low=1, high=10_000)
     plt = require_pyplot()
     columns = min(max_columns, len(names))
     rows = -(-len(names) // columns)

@@ -9,7 +9,15 @@ from keras import ops
 
 from keras_dnntools import _keras_compat, _random
 from keras_dnntools._registry import public
-from keras_dnntools._validation import check_bool, check_float, invalid_type
+from keras_dnntools._validation import (
+    SEED_MAX,
+    check_bool,
+    check_float,
+    check_seed,
+    invalid_type,
+    invalid_values,
+    is_integer,
+)
 
 DEFAULT_LOWER = 1.0 / 8.0
 DEFAULT_UPPER = 1.0 / 3.0
@@ -25,27 +33,23 @@ def check_bounds(lower: Any, upper: Any) -> tuple[float, float]:
             f"Received: lower={lower!r}, upper={upper!r}"
         )
     if lower > upper:
-        raise ValueError(
-            "Invalid value for argument `lower`: expected 0 <= lower <= upper. "
-            f"Received: lower={lower!r}, upper={upper!r}"
+        raise invalid_values(
+            ("lower", "upper"), "0 <= lower <= upper", lower=lower, upper=upper
         )
     return lower, upper
 
 
 def check_seed_argument(seed: Any) -> Any:
-    """``None``, a non-negative int or a ``keras.random.SeedGenerator``."""
+    """``None``, an int in ``[0, 2**31 - 1]`` or a ``keras.random.SeedGenerator``."""
     if seed is None or isinstance(seed, keras.random.SeedGenerator):
         return seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not is_integer(seed):
         raise invalid_type(
-            "seed", "None, a non-negative integer or a keras.random.SeedGenerator", seed
+            "seed",
+            f"None, an integer in [0, {SEED_MAX}] or a keras.random.SeedGenerator",
+            seed,
         )
-    if seed < 0:
-        raise ValueError(
-            "Invalid value for argument `seed`: expected None, a non-negative "
-            f"integer or a keras.random.SeedGenerator. Received: seed={seed!r}"
-        )
-    return seed
+    return check_seed("seed", seed)
 
 
 def rrelu_slopes(
@@ -148,7 +152,12 @@ def rrelu(
             "keras.random.SeedGenerator as `seed`)."
         )
     seed = check_seed_argument(seed)
-    x = ops.convert_to_tensor(x)
+    if x is None or isinstance(x, (str, bytes, dict, set)):
+        raise invalid_type("x", "a floating-point tensor", x)
+    try:
+        x = ops.convert_to_tensor(x)
+    except (TypeError, ValueError) as error:
+        raise invalid_type("x", "a floating-point tensor", x) from error
     if not keras.backend.is_float_dtype(x.dtype):
         raise TypeError(
             "Invalid type for argument `x`: expected a floating-point tensor. "

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dnntools._data import steps_per_epoch
+from keras_dnntools._data import check_fit_data, steps_per_epoch
 from keras_dnntools._optional import require_pyplot
 from keras_dnntools._registry import public
 from keras_dnntools._validation import (
@@ -18,7 +18,8 @@ from keras_dnntools._validation import (
     check_float,
     check_int,
     check_positive,
-    invalid_value,
+    invalid_type,
+    invalid_values,
 )
 from keras_dnntools.callbacks import _installation, _rate_owners
 
@@ -283,11 +284,11 @@ class LearningRateFinder(_rate_owners.RateOwner):
         self.min_learning_rate = check_positive("min_learning_rate", min_learning_rate)
         self.max_learning_rate = check_positive("max_learning_rate", max_learning_rate)
         if self.max_learning_rate <= self.min_learning_rate:
-            raise invalid_value(
-                "max_learning_rate",
-                "max_learning_rate > min_learning_rate",
-                max_learning_rate,
+            raise invalid_values(
+                ("min_learning_rate", "max_learning_rate"),
+                "min_learning_rate < max_learning_rate",
                 min_learning_rate=min_learning_rate,
+                max_learning_rate=max_learning_rate,
             )
         self.steps = check_int("steps", steps, low=2)
         self.stop_factor = check_float(
@@ -446,6 +447,8 @@ def find_learning_rate(
     """
     batch_size = check_int("batch_size", batch_size, low=1)
     finder = LearningRateFinder(min_learning_rate, max_learning_rate, steps)
+    if not isinstance(model, keras.Model):
+        raise invalid_type("model", "a compiled keras.Model", model)
     if getattr(model, "optimizer", None) is None or not getattr(
         model, "compiled", True
     ):
@@ -454,6 +457,7 @@ def find_learning_rate(
             "(call `model.compile(optimizer=..., loss=...)` first). "
             f"Received: model={model!r}, which is not compiled."
         )
+    check_fit_data(model, x, y)
     per_epoch = steps_per_epoch(x, batch_size)
     if per_epoch is None:
         fit_arguments = dict(epochs=1, steps_per_epoch=steps)

@@ -11,7 +11,12 @@ from keras import ops
 
 from keras_dnntools import _keras_compat
 from keras_dnntools._registry import public
-from keras_dnntools._validation import check_bool, check_int, invalid_type
+from keras_dnntools._validation import (
+    check_bool,
+    check_int,
+    check_sequence,
+    invalid_type,
+)
 from keras_dnntools.diagnostics import _inspection
 
 STATS = (
@@ -54,6 +59,12 @@ def _hyperparameter(optimizer, name):
     if callable(value):
         value = value()
     return ops.cast(ops.convert_to_tensor(value), "float32")
+
+
+def _layer_or_name(name: str, value: Any) -> Any:
+    if not isinstance(value, (str, keras.layers.Layer)):
+        raise invalid_type(name, "a layer or a layer name", value)
+    return value
 
 
 @public("callbacks")
@@ -145,11 +156,15 @@ class TrainingMonitor(keras.callbacks.Callback):
             from keras_dnntools.callbacks._event_writer import require_tensorboard
 
             require_tensorboard()
-        if layers is not None and not isinstance(
-            layers, (str, keras.layers.Layer, list, tuple)
-        ):
-            raise invalid_type(
-                "layers", "None, a layer, a name, or a list of them", layers
+        if layers is not None and not isinstance(layers, (str, keras.layers.Layer)):
+            layers = list(
+                check_sequence(
+                    "layers",
+                    layers,
+                    _layer_or_name,
+                    min_length=1,
+                    expected="None, a layer, a name, or a list of them",
+                )
             )
         self.layers = layers
         self._reset()

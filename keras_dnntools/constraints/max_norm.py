@@ -7,39 +7,55 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_dnntools._registry import PACKAGE, public
-from keras_dnntools._validation import check_bool, check_positive
+from keras_dnntools._validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_positive,
+    check_sequence,
+    invalid_type,
+    invalid_value,
+    is_integer,
+)
+
+_AXIS_EXPECTED = '"auto", an integer or a non-empty tuple/list of distinct integers'
+# No tensor has more axes than this (TensorFlow's limit is 254); a larger
+# |axis| is a typo or garbage, refused at construction.
+_MAX_RANK = 254
 
 
 def _check_axis(axis: Any) -> str | int | tuple[int, ...]:
-    expected = '"auto", an integer or a non-empty tuple/list of distinct integers'
     if isinstance(axis, str):
-        if axis != "auto":
-            raise ValueError(
-                f"Invalid value for argument `axis`: expected {expected}. "
-                f"Received: axis={axis!r}"
-            )
-        return axis
-    if isinstance(axis, int) and not isinstance(axis, bool):
-        return axis
-    if isinstance(axis, (tuple, list)):
-        if any(isinstance(a, bool) or not isinstance(a, int) for a in axis):
-            raise TypeError(
-                f"Invalid type for argument `axis`: expected {expected}. "
-                f"Received: axis={axis!r}"
-            )
-        if not axis or len(set(axis)) != len(axis):
-            raise ValueError(
-                f"Invalid value for argument `axis`: expected {expected}. "
-                f"Received: axis={axis!r}"
-            )
-        return tuple(axis)
-    raise TypeError(
-        f"Invalid type for argument `axis`: expected {expected}. "
-        f"Received: axis={axis!r} of type {type(axis).__name__}"
-    )
+        return check_choice("axis", axis, ("auto",))
+    if isinstance(axis, (tuple, list, np.ndarray)) and not is_integer(axis):
+        axes = check_sequence(
+            "axis",
+            axis,
+            lambda name, a: check_int(name, a, low=-_MAX_RANK, high=_MAX_RANK - 1),
+            min_length=1,
+            expected=_AXIS_EXPECTED,
+        )
+        if len(set(axes)) != len(axes):
+            raise invalid_value("axis", _AXIS_EXPECTED, axis)
+        return axes
+    if not is_integer(axis):
+        raise invalid_type("axis", _AXIS_EXPECTED, axis)
+    return check_int("axis", axis, low=-_MAX_RANK, high=_MAX_RANK - 1)
+
+
+def _check_axis_for_rank(axis: int | tuple[int, ...], rank: int) -> None:
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    normalised = [a % rank if -rank <= a < rank else None for a in axes]
+    if None in normalised or len(set(normalised)) != len(normalised):
+        raise invalid_value(
+            "axis",
+            f"distinct axes of a rank-{rank} weight (-{rank} <= axis < {rank})",
+            axis,
+        )
 
 
 @public("constraints", serializable=True)
@@ -93,6 +109,8 @@ class MaxNorm(keras.constraints.Constraint):
     def __call__(self, w: Any) -> Any:
         w = ops.convert_to_tensor(w)
         axis = self.axes_for(len(w.shape))
+        if self.axis != "auto":
+            _check_axis_for_rank(axis, len(w.shape))
         # The same arithmetic as keras.constraints.MaxNorm.
         norms = ops.sqrt(ops.sum(ops.square(w), axis=axis, keepdims=True))
         desired = ops.clip(norms, 0, self.max_value)
@@ -305,6 +323,8 @@ def apply_max_norm(
         TypeError: if an argument has the wrong type.
         ValueError: if `max_value <= 0`, a name in `layers` is unknown or its
             layer type unsupported, or the model has no supported layer.
+        NotImplementedError: on the JAX backend, for a layer with LoRA enabled
+            (nothing is changed).
 
     Example:
 
@@ -321,7 +341,9 @@ def apply_max_norm(
         )
     max_value = check_positive("max_value", max_value)
     clip_now = check_bool("clip_now", clip_now)
-    for layer in _resolve(model, list(_flatten(model)), layers):
+    chosen = list(_resolve(model, list(_flatten(model)), layers))
+    _refuse_lora_on_jax(chosen)
+    for layer in chosen:
         for attribute, weight_name, axis in _specs(layer) or ():
             constraint = _composed(getattr(layer, attribute, None), max_value, axis)
             setattr(layer, attribute, constraint)
@@ -415,6 +437,24 @@ def _lora_factors(layer: Any) -> tuple[Any, Any]:
     if isinstance(layer, keras.layers.Embedding):
         return layer.lora_embeddings_a, layer.lora_embeddings_b
     return layer.lora_kernel_a, layer.lora_kernel_b
+
+
+def _refuse_lora_on_jax(layers: list) -> None:
+    if keras.backend.backend() != "jax":
+        return
+    for layer in layers:
+        if not getattr(layer, "lora_enabled", False) or not _specs(layer):
+            continue
+        # Keras's JAX trainer applies constraints inside the optimizer's
+        # stateless update, which holds only the trainable variables: the
+        # LoRA factor's constraint could not read the frozen base kernel.
+        raise NotImplementedError(
+            f"Layer {layer.name!r} has LoRA enabled: a max-norm on its effective "
+            "kernel (kernel + a @ b) is not supported on the JAX backend (the "
+            "constraint needs the frozen kernel, which Keras's JAX optimizer "
+            "update does not see). Apply max-norm before `enable_lora()`, or "
+            "use the TensorFlow or PyTorch backend."
+        )
 
 
 def _constrain_lora(layer: Any, base: Any, max_value: float, clip_now: bool) -> None:

@@ -9,8 +9,16 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dnntools._data import check_fit_data
 from keras_dnntools._registry import public
-from keras_dnntools._validation import check_int, invalid_type, invalid_value
+from keras_dnntools._validation import (
+    check_choice,
+    check_int,
+    check_name,
+    check_sequence,
+    invalid_type,
+    is_real,
+)
 from keras_dnntools.diagnostics import _inspection
 
 KINDS = (
@@ -82,8 +90,11 @@ class Finding:
     remedy: str
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise invalid_value("kind", f"one of {', '.join(KINDS)}", self.kind)
+        check_choice("kind", self.kind, KINDS)
+        check_name("layer", self.layer)
+        for field in ("message", "remedy"):
+            if not isinstance(getattr(self, field), str):
+                raise invalid_type(field, "a string", getattr(self, field))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +124,15 @@ class LayerRow:
     saturated_fraction: float
 
 
+def _of_type(cls):
+    def check(name, value):
+        if not isinstance(value, cls):
+            raise invalid_type(name, f"a {cls.__name__}", value)
+        return value
+
+    return check
+
+
 @public("diagnostics")
 class DiagnosticReport:
     """What `kdt.diagnostics.check` measured and found.
@@ -140,12 +160,18 @@ class DiagnosticReport:
     """
 
     def __init__(self, layers, findings, loss: float):
-        self.layers = list(layers)
-        for finding in findings:
-            if not isinstance(finding, Finding):
-                raise invalid_type("findings", "a list of Finding", finding)
-        self.findings = list(findings)
-        if not _is_number(loss):
+        self.layers = list(
+            check_sequence(
+                "layers", layers, _of_type(LayerRow), expected="a list of LayerRow"
+            )
+        )
+        self.findings = list(
+            check_sequence(
+                "findings", findings, _of_type(Finding), expected="a list of Finding"
+            )
+        )
+        # NaN and inf are measurements here (an exploding model's loss).
+        if not is_real(loss):
             raise invalid_type("loss", "a real number", loss)
         self.loss = float(loss)
 
@@ -432,6 +458,7 @@ def check(model, x, y=None, *, batch_size: int = 256) -> DiagnosticReport:
     """
     batch_size = check_int("batch_size", batch_size, low=1)
     watched = _inspection.watched_layers(model)
+    check_fit_data(model, x, y)
     probe = _inspection.build_probe(model, watched)
     x_batch, y_batch = _batch(x, y, batch_size)
     loss, activations, grads = _inspection.forward_backward(

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dnntools._data import check_fit_data
 from keras_dnntools._registry import public
 from keras_dnntools._validation import check_float, check_int, invalid_value
 from keras_dnntools.diagnostics import _inspection
@@ -78,6 +79,7 @@ def lsuv(
     tolerance = check_float("tolerance", tolerance, low=0.0, low_inclusive=False)
     max_iterations = check_int("max_iterations", max_iterations, low=1)
     watched = _inspection.watched_layers(model)
+    check_fit_data(model, x)
     rng = np.random.default_rng(0)
 
     for w in watched:

@@ -12,7 +12,6 @@ Representing Model Uncertainty in Deep Learning"](https://arxiv.org/abs/1506.021
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import keras
@@ -20,7 +19,17 @@ from keras import ops
 
 from keras_dnntools import _random
 from keras_dnntools._registry import public
-from keras_dnntools._validation import check_choice, check_float, check_seed
+from keras_dnntools._validation import (
+    check_choice,
+    check_dtype,
+    check_float,
+    check_float_inputs,
+    check_int,
+    check_name,
+    check_seed,
+    check_sequence,
+    invalid_value,
+)
 from keras_dnntools.layers._seed_state import SeedStateMixin
 
 # SELU's constants, as in keras.layers.AlphaDropout.
@@ -32,45 +41,53 @@ def _check_rate(rate: Any) -> float:
     return check_float("rate", rate, low=0.0, high=1.0, high_inclusive=False)
 
 
+_NOISE_SHAPE_EXPECTED = "None or a tuple/list of positive integers and None"
+
+
+def _noise_size(name: str, size: Any) -> int | None:
+    if size is None:
+        return None
+    return check_int(
+        name, size, low=1, high=2**63 - 1, expected="a positive integer or None"
+    )
+
+
 def _check_noise_shape(noise_shape: Any) -> tuple[int | None, ...] | None:
     """`None`, or a sequence of positive ints and `None`s; returned as a tuple."""
     if noise_shape is None:
         return None
-    expected = "None or a tuple/list of positive integers and None"
-    if isinstance(noise_shape, (str, bytes)) or not isinstance(noise_shape, Iterable):
-        raise TypeError(
-            f"Invalid type for argument `noise_shape`: expected {expected}. "
-            f"Received: noise_shape={noise_shape!r} of type "
-            f"{type(noise_shape).__name__}"
+    return check_sequence(
+        "noise_shape", noise_shape, _noise_size, expected=_NOISE_SHAPE_EXPECTED
+    )
+
+
+def check_noise_shape_against(noise_shape: Any, inputs: Any) -> None:
+    """A `noise_shape` must have the inputs' rank and sizes that broadcast."""
+    if noise_shape is None:
+        return
+    shape = tuple(inputs.shape)
+    compatible = len(noise_shape) == len(shape) and all(
+        size is None or size == 1 or dim is None or size == dim
+        for size, dim in zip(noise_shape, shape, strict=False)
+    )
+    if not compatible:
+        raise invalid_value(
+            "noise_shape",
+            f"{len(shape)} entries (the inputs' rank), each None, 1 or the "
+            "inputs' size on that axis",
+            noise_shape,
+            inputs_shape=shape,
         )
-    result = tuple(noise_shape)
-    for size in result:
-        if size is None:
-            continue
-        if isinstance(size, bool) or not isinstance(size, int):
-            raise TypeError(
-                f"Invalid type for argument `noise_shape`: expected {expected}. "
-                f"Received: noise_shape={noise_shape!r} (element {size!r} of type "
-                f"{type(size).__name__})"
-            )
-        if size <= 0:
-            raise ValueError(
-                f"Invalid value for argument `noise_shape`: expected {expected}. "
-                f"Received: noise_shape={noise_shape!r}"
-            )
-    return result
 
 
 def _check_float_inputs(layer: Any, inputs: Any) -> None:
-    """Integer inputs would round the 1 / (1 - rate) scale (0.3 -> 1): refuse."""
-    dtype = keras.backend.standardize_dtype(inputs.dtype)
-    if "float" not in dtype:
-        raise TypeError(
-            f"Invalid dtype for the inputs of layer {layer.name!r}: expected "
-            "floating-point inputs (dropout scales the kept values by "
-            f"1 / (1 - rate), which {dtype} cannot hold: cast the inputs to a "
-            f"float dtype). Received: inputs of dtype {dtype}"
-        )
+    # Integer inputs would round the 1 / (1 - rate) scale (0.3 -> 1).
+    check_float_inputs(
+        layer,
+        inputs,
+        "dropout scales the kept values by 1 / (1 - rate), which an integer "
+        "dtype cannot hold",
+    )
 
 
 def _check_data_format(data_format: Any) -> Any:
@@ -116,7 +133,7 @@ class MCDropout(_MCUnitDropout, keras.layers.Dropout):
             takes the input's size. For inputs `(batch, timesteps, features)`,
             `noise_shape=(None, 1, None)` drops the same features at every
             timestep.
-        seed: `None` or a non-negative integer seeding the masks.
+        seed: `None` or an integer in `[0, 2**31 - 1]` seeding the masks.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -141,6 +158,7 @@ class MCDropout(_MCUnitDropout, keras.layers.Dropout):
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         _check_float_inputs(self, inputs)
+        check_noise_shape_against(self.noise_shape, inputs)
         if self.rate == 0:
             return inputs
         return _random.dropout(
@@ -165,7 +183,7 @@ class MCAlphaDropout(_MCUnitDropout, keras.layers.AlphaDropout):
             noise has standard deviation `sqrt(rate / (1 - rate))`.
         noise_shape: `None` or a tuple of positive integers and `None`s, the
             shape of the binary mask (`None` entries follow the input).
-        seed: `None` or a non-negative integer seeding the masks.
+        seed: `None` or an integer in `[0, 2**31 - 1]` seeding the masks.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -189,6 +207,7 @@ class MCAlphaDropout(_MCUnitDropout, keras.layers.AlphaDropout):
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         _check_float_inputs(self, inputs)
+        check_noise_shape_against(self.noise_shape, inputs)
         if self.rate == 0:
             return inputs
         rate = self.rate
@@ -222,7 +241,7 @@ _SPATIAL_DOC = """Always-active version of `keras.layers.{base}` (Monte Carlo dr
 
     Args:
         rate: Float in `[0, 1)`, the fraction of the channels to drop.{data_format}
-        seed: `None` or a non-negative integer seeding the masks.
+        seed: `None` or an integer in `[0, 2**31 - 1]` seeding the masks.
         name: The layer's name.
         dtype: The layer's dtype or dtype policy.
 
@@ -270,6 +289,7 @@ class MCSpatialDropout1D(SeedStateMixin, keras.layers.SpatialDropout1D):
     ) -> None:
         rate = _check_rate(rate)
         seed = check_seed("seed", seed)
+        name, dtype = check_name("name", name), check_dtype("dtype", dtype)
         super().__init__(rate, seed=seed, name=name, dtype=dtype)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
@@ -299,6 +319,7 @@ class _MCChannelDropout(SeedStateMixin):
         rate = _check_rate(rate)
         data_format = _check_data_format(data_format)
         seed = check_seed("seed", seed)
+        name, dtype = check_name("name", name), check_dtype("dtype", dtype)
         super().__init__(
             rate, data_format=data_format, seed=seed, name=name, dtype=dtype
         )

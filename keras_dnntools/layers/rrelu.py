@@ -7,7 +7,7 @@ from typing import Any
 import keras
 
 from keras_dnntools._registry import public
-from keras_dnntools._validation import check_seed
+from keras_dnntools._validation import check_float_inputs, check_seed
 from keras_dnntools.activations.rrelu import (
     DEFAULT_LOWER,
     DEFAULT_UPPER,
@@ -39,7 +39,7 @@ class RReLU(SeedStateMixin, keras.layers.Layer):
         lower: Lower bound of the slope distribution, `0 <= lower <= upper`.
             Defaults to `1/8`.
         upper: Upper bound of the slope distribution. Defaults to `1/3`.
-        seed: `None` or a non-negative integer seeding the layer's random
+        seed: `None` or an integer in `[0, 2**31 - 1]` seeding the layer's random
             slopes.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
@@ -85,6 +85,9 @@ class RReLU(SeedStateMixin, keras.layers.Layer):
         # so that a subclass's own `build()` runs.
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
+        check_float_inputs(
+            self, inputs, "the random slopes are fractions an integer cannot hold"
+        )
         return apply_rrelu(
             inputs, self.lower, self.upper, bool(training), self.seed_generator
         )

@@ -20,16 +20,25 @@ import numpy as np
 from keras import ops
 
 from keras_dnntools._registry import public
-from keras_dnntools._validation import check_int, invalid_value
+from keras_dnntools._validation import (
+    check_dtype,
+    check_int,
+    check_name,
+    check_tensor_input,
+    invalid_value,
+    invalid_values,
+)
 
 # Probabilities computed in float32 may overshoot [0, 1] by rounding.
 _PROBABILITY_TOLERANCE = 1e-6
 # Softmax rows sum to 1 within rounding: a few ulps per class, which for
 # bfloat16 outputs (8-bit significand) reaches ~0.005.
 _ROW_SUM_TOLERANCE = 1e-2
+#: The most bins accepted (each bin is a few float64 accumulators).
+MAX_BINS = 10**6
 
 
-def _probabilities(y_prob: Any) -> tuple[np.ndarray, int]:
+def check_probabilities(y_prob: Any) -> tuple[np.ndarray, int]:
     """Returns (probabilities with >= 2 columns, the number of columns given)."""
     try:
         probs = np.asarray(y_prob, dtype="float64")
@@ -70,14 +79,15 @@ def _probabilities(y_prob: Any) -> tuple[np.ndarray, int]:
     return probs, columns
 
 
-def _labels(y_true: Any, n_instances: int, n_classes: int) -> np.ndarray:
+def check_labels(y_true: Any, n_instances: int, n_classes: int) -> np.ndarray:
     labels = np.asarray(y_true)
     if labels.ndim == 2 and labels.shape[1] == n_classes and n_classes > 1:
         if labels.shape[0] != n_instances:
-            raise invalid_value(
-                "y_true",
-                f"one label per row of y_prob ({n_instances} rows)",
-                f"{labels.shape[0]} one-hot rows",
+            raise invalid_values(
+                ("y_true", "y_prob"),
+                "one label per row of y_prob",
+                y_true=f"{labels.shape[0]} one-hot rows",
+                y_prob=f"{n_instances} rows",
             )
         return labels.argmax(axis=1)
     if labels.ndim == 2 and labels.shape[1] == 1:
@@ -89,11 +99,14 @@ def _labels(y_true: Any, n_instances: int, n_classes: int) -> np.ndarray:
             f"an array of shape {labels.shape}",
         )
     if labels.shape[0] != n_instances:
-        raise invalid_value(
-            "y_true",
-            f"one label per row of y_prob ({n_instances} rows)",
-            f"{labels.shape[0]} labels",
+        raise invalid_values(
+            ("y_true", "y_prob"),
+            "one label per row of y_prob",
+            y_true=f"{labels.shape[0]} labels",
+            y_prob=f"{n_instances} rows",
         )
+    if labels.dtype == np.bool_:
+        labels = labels.astype("int64")
     if not np.issubdtype(labels.dtype, np.number) or np.issubdtype(
         labels.dtype, np.complexfloating
     ):
@@ -144,9 +157,9 @@ def expected_calibration_error(y_true: Any, y_prob: Any, n_bins: int = 15) -> fl
     >>> round(kdt.metrics.expected_calibration_error(labels, probs, n_bins=5), 4)
     0.4
     """
-    n_bins = check_int("n_bins", n_bins, low=1)
-    probs, columns = _probabilities(y_prob)
-    labels = _labels(y_true, probs.shape[0], columns)
+    n_bins = check_int("n_bins", n_bins, low=1, high=MAX_BINS)
+    probs, columns = check_probabilities(y_prob)
+    labels = check_labels(y_true, probs.shape[0], columns)
     confidence = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == labels).astype("float64")
     bins = np.clip(np.ceil(confidence * n_bins).astype("int64") - 1, 0, n_bins - 1)
@@ -251,8 +264,15 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         name: str = "expected_calibration_error",
         dtype: Any = None,
     ) -> None:
-        super().__init__(name=name, dtype=dtype)
-        self.n_bins = check_int("n_bins", n_bins, low=1)
+        self_name = check_name("name", name)
+        dtype = check_dtype("dtype", dtype)
+        if dtype is not None and "float" not in str(
+            keras.dtype_policies.get(dtype).variable_dtype
+        ):
+            raise invalid_value("dtype", "None or a floating-point dtype", dtype)
+        n_bins = check_int("n_bins", n_bins, low=1, high=MAX_BINS)
+        super().__init__(name=self_name, dtype=dtype)
+        self.n_bins = n_bins
         self.bin_counts = _CompensatedSum(self, self.n_bins, "counts")
         self.bin_confidence = _CompensatedSum(self, self.n_bins, "confidence_sums")
         self.bin_correct = _CompensatedSum(self, self.n_bins, "correct")
@@ -265,6 +285,10 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         if values is None:
             return
         values = values.astype("float64")
+        if not np.all(np.isfinite(values)):
+            raise invalid_value(
+                "y_pred", "finite probabilities (no NaN or inf)", "non-finite values"
+            )
         if values.size and (values.min() < -1e-6 or values.max() > 1 + 1e-6):
             raise invalid_value(
                 "y_pred",
@@ -291,8 +315,10 @@ class ExpectedCalibrationError(keras.metrics.Metric):
                 )
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float32")
-        y_true = ops.convert_to_tensor(y_true)
+        y_pred = ops.cast(
+            ops.convert_to_tensor(check_tensor_input("y_pred", y_pred)), "float32"
+        )
+        y_true = ops.convert_to_tensor(check_tensor_input("y_true", y_true))
         n_classes = y_pred.shape[-1]
         if n_classes is None:
             raise ValueError(
@@ -308,6 +334,14 @@ class ExpectedCalibrationError(keras.metrics.Metric):
             labels = ops.argmax(ops.reshape(y_true, (-1, n_classes)), axis=-1)
         else:
             labels = ops.reshape(y_true, (-1,))
+        rows = ops.reshape(y_pred, (-1, n_classes)).shape[0]
+        if labels.shape[0] is not None and rows is not None and labels.shape[0] != rows:
+            raise invalid_values(
+                ("y_true", "y_pred"),
+                "one label per row of y_pred",
+                y_true=f"{labels.shape[0]} labels",
+                y_pred=f"{rows} rows",
+            )
         self._check_eagerly(labels, y_pred, n_classes)
         raw = ops.reshape(y_pred, (-1, n_classes))
         if n_classes == 1:  # A sigmoid output: P(class 1).

@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import keras
+import numpy as np
 
-from keras_dnntools._validation import invalid_type
+from keras_dnntools._validation import (
+    as_numeric_array,
+    check_float,
+    check_int,
+    check_positive,
+    check_rates_finite,
+    invalid_type,
+    is_integer,
+)
+
+
+def check_step(step: Any) -> Any:
+    """A step is a number >= 0, an array of them, or a tensor (unchecked)."""
+    if isinstance(step, np.ndarray) and step.ndim > 0:
+        as_numeric_array("step", step)
+        return step
+    if isinstance(step, (numbers.Number, np.generic, np.ndarray)) or step is None:
+        if is_integer(step):  # kept an int: steps past 2**53 stay exact
+            return check_int("step", step, low=0)
+        # Beyond int64 no optimizer counts: a float that large is garbage.
+        return check_float("step", step, low=0.0, high=2.0**63, float32=False)
+    if not (hasattr(step, "shape") and hasattr(step, "dtype")):  # not a tensor
+        raise invalid_type("step", "a number >= 0, an array or a tensor", step)
+    return step
+
+
+def check_initial_rate(value: Any) -> float:
+    """An `initial_learning_rate`: positive, finite and non-zero in float32."""
+    value = check_positive("initial_learning_rate", value)
+    check_rates_finite(("initial_learning_rate",), value, initial_learning_rate=value)
+    return value
 
 
 class FunctionalSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -30,6 +62,7 @@ class FunctionalSchedule(keras.optimizers.schedules.LearningRateSchedule):
         raise NotImplementedError
 
     def __call__(self, step: Any) -> Any:
+        step = check_step(step)
         with keras.name_scope(self.name):
             return self._value(step)
 

@@ -9,11 +9,15 @@ the compiled train step at every optimizer step.
 
 from __future__ import annotations
 
+import bisect
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from keras import ops
+from keras.backend import standardize_dtype
 
 _DTYPE = "float32"
 
@@ -150,9 +154,30 @@ def exponential_decay(
 def piecewise_constant(
     step: Any, *, boundaries: Sequence[float], values: Sequence[float]
 ) -> Any:
-    """`values[i]` while `boundaries[i - 1] <= step < boundaries[i]`."""
-    step = _as_step(step)
+    """`values[i]` while `boundaries[i - 1] <= step < boundaries[i]`.
+
+    Exact for integer steps however large: a Python or NumPy number is looked
+    up in Python, an integer tensor (`optimizer.iterations`) is compared in
+    its own integer dtype (in float32, steps past 2**24 would round and switch
+    a step early). Only float tensors are compared in float32.
+    """
+    if isinstance(step, (numbers.Real, np.number)) and not isinstance(step, bool):
+        index = bisect.bisect_right(boundaries, step)
+        return ops.convert_to_tensor(values[index], _DTYPE)
+    step = ops.convert_to_tensor(step)
+    dtype = standardize_dtype(step.dtype)
+    if "int" in dtype:
+        largest = int(np.iinfo(dtype).max)
+        # For an integer step, `step < b` is `step < ceil(b)`.
+        thresholds = [min(math.ceil(boundary), largest + 1) for boundary in boundaries]
+    else:
+        largest = None
+        step = ops.cast(step, _DTYPE)
+        thresholds = [float(boundary) for boundary in boundaries]
     value = ops.convert_to_tensor(values[-1], _DTYPE)
-    for boundary, below in reversed(list(zip(boundaries, values[:-1], strict=True))):
-        value = ops.where(ops.less(step, boundary), below, value)
+    for threshold, below in reversed(list(zip(thresholds, values[:-1], strict=True))):
+        if largest is not None and threshold > largest:
+            value = ops.convert_to_tensor(below, _DTYPE)  # never reached
+            continue
+        value = ops.where(ops.less(step, threshold), below, value)
     return value

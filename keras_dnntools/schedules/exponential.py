@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from keras_dnntools._registry import public
-from keras_dnntools._validation import check_float, check_positive
+from keras_dnntools._validation import (
+    check_float,
+    check_positive,
+)
 from keras_dnntools.schedules import _functional
-from keras_dnntools.schedules._base import FunctionalSchedule
+from keras_dnntools.schedules._base import FunctionalSchedule, check_initial_rate
 
 
 @public("schedules", serializable=True)
@@ -51,11 +54,10 @@ class ExponentialSchedule(FunctionalSchedule):
         name: str | None = None,
     ) -> None:
         super().__init__()
+        initial_learning_rate = check_initial_rate(initial_learning_rate)
         self._set_arguments(
             name,
-            initial_learning_rate=check_positive(
-                "initial_learning_rate", initial_learning_rate
-            ),
+            initial_learning_rate=initial_learning_rate,
             decay_steps=check_positive("decay_steps", decay_steps),
             decay_rate=check_float(
                 "decay_rate", decay_rate, low=0.0, high=1.0, low_inclusive=False

@@ -11,7 +11,9 @@ from keras_dnntools._validation import (
     check_float,
     check_int,
     check_positive,
+    check_rates_finite,
     invalid_value,
+    invalid_values,
 )
 from keras_dnntools.schedules import _functional
 from keras_dnntools.schedules._base import FunctionalSchedule
@@ -132,14 +134,25 @@ class OneCycleSchedule(FunctionalSchedule):
         total_steps, pct_start, anneal_strategy, three_phase = check_cycle(
             total_steps, pct_start, anneal_strategy, three_phase
         )
+        div_factor = check_positive("div_factor", div_factor)
+        final_div_factor = check_positive("final_div_factor", final_div_factor)
+        initial = max_learning_rate / div_factor
+        check_rates_finite(
+            ("max_learning_rate", "div_factor", "final_div_factor"),
+            initial,
+            initial / final_div_factor,
+            max_learning_rate=max_learning_rate,
+            div_factor=div_factor,
+            final_div_factor=final_div_factor,
+        )
         self._set_arguments(
             name,
             max_learning_rate=max_learning_rate,
             total_steps=total_steps,
             pct_start=pct_start,
             anneal_strategy=anneal_strategy,
-            div_factor=check_positive("div_factor", div_factor),
-            final_div_factor=check_positive("final_div_factor", final_div_factor),
+            div_factor=div_factor,
+            final_div_factor=final_div_factor,
             three_phase=three_phase,
         )
 
@@ -214,13 +227,14 @@ class OneCycleMomentum(FunctionalSchedule):
             total_steps, pct_start, anneal_strategy, three_phase
         )
         max_momentum = check_float("max_momentum", max_momentum, low=0.0, high=1.0)
-        base_momentum = check_float(
-            "base_momentum",
-            base_momentum,
-            low=0.0,
-            high=max_momentum,
-            expected=f"0 <= base_momentum <= max_momentum (= {max_momentum})",
-        )
+        base_momentum = check_float("base_momentum", base_momentum, low=0.0, high=1.0)
+        if base_momentum > max_momentum:
+            raise invalid_values(
+                ("base_momentum", "max_momentum"),
+                "0 <= base_momentum <= max_momentum <= 1",
+                base_momentum=base_momentum,
+                max_momentum=max_momentum,
+            )
         self._set_arguments(
             name,
             total_steps=total_steps,

@@ -10,19 +10,12 @@ from keras_dnntools._registry import public
 from keras_dnntools._validation import (
     check_float,
     check_positive,
-    invalid_type,
+    check_rates_finite,
+    check_sequence,
     invalid_value,
 )
 from keras_dnntools.schedules import _functional
 from keras_dnntools.schedules._base import FunctionalSchedule
-
-
-def _as_list(name: str, value: Any) -> list:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        if not hasattr(value, "tolist"):
-            raise invalid_type(name, "a list of numbers", value)
-        value = value.tolist()
-    return list(value)
 
 
 @public("schedules", serializable=True)
@@ -42,7 +35,9 @@ class PiecewiseConstantSchedule(FunctionalSchedule):
         name: the schedule's name (defaults to the class name).
 
     Call arguments:
-        step: the optimizer step (an integer or a scalar tensor).
+        step: the optimizer step (an integer or a scalar tensor). Integer steps
+            are compared exactly with the boundaries (also past 2**24, where
+            float32 can no longer count steps).
 
     Returns:
         The learning rate at `step`, a float32 scalar tensor.
@@ -67,14 +62,25 @@ class PiecewiseConstantSchedule(FunctionalSchedule):
         name: str | None = None,
     ) -> None:
         super().__init__()
-        boundaries = _as_list("boundaries", boundaries)
-        values = _as_list("values", values)
         boundaries = [
-            check_float(f"boundaries[{i}]", b, low=0.0)
-            for i, b in enumerate(boundaries)
+            int(b) if b.is_integer() else b
+            for b in check_sequence(
+                "boundaries",
+                boundaries,
+                lambda name, b: check_float(name, b, low=0.0, float32=False),
+                expected="a list of steps",
+            )
         ]
-        boundaries = [int(b) if b.is_integer() else b for b in boundaries]
-        values = [check_positive(f"values[{i}]", v) for i, v in enumerate(values)]
+        values = list(
+            check_sequence(
+                "values",
+                values,
+                check_positive,
+                min_length=1,
+                expected="a list of rates",
+            )
+        )
+        check_rates_finite(("values",), *values, values=values)
         if any(later <= earlier for earlier, later in itertools.pairwise(boundaries)):
             raise invalid_value("boundaries", "strictly increasing steps", boundaries)
         if len(values) != len(boundaries) + 1:

@@ -133,7 +133,7 @@ def reuse_layers(
     >>> model_b.layers[0] is model_a.layers[0]
     False
     """
-    source = wl.check_model(source)
+    source = wl.check_model(source, "source")
     is_sequential = isinstance(source, keras.Sequential)
     if not is_sequential and not _is_functional(source):
         raise invalid_type(

@@ -13,6 +13,7 @@ from keras_dnntools._registry import public
 from keras_dnntools._validation import (
     check_float,
     check_int,
+    check_sequence,
     invalid_type,
     invalid_value,
 )
@@ -120,7 +121,12 @@ def group_learning_rates(low: float, high: float, num_groups: int) -> list[float
 
 def _check_optimizer(optimizer: object) -> keras.optimizers.Optimizer:
     if isinstance(optimizer, str):
-        optimizer = keras.optimizers.get(optimizer)
+        try:
+            optimizer = keras.optimizers.get(optimizer)
+        except ValueError as error:
+            raise invalid_value(
+                "optimizer", "a Keras optimizer or the name of one", optimizer
+            ) from error
     if not isinstance(optimizer, keras.optimizers.Optimizer) or isinstance(
         optimizer,
         (keras.optimizers.MultiOptimizer, keras.optimizers.LossScaleOptimizer),
@@ -136,16 +142,15 @@ def _check_optimizer(optimizer: object) -> keras.optimizers.Optimizer:
 
 def _check_learning_rate_range(learning_rate_range: object) -> tuple[float, float]:
     expected = "a pair (low, high) of learning rates with 0 < low <= high"
-    if isinstance(learning_rate_range, (str, bytes)) or not isinstance(
-        learning_rate_range, Sequence
-    ):
-        raise invalid_type("learning_rate_range", expected, learning_rate_range)
-    if len(learning_rate_range) != 2:
-        raise invalid_value("learning_rate_range", expected, learning_rate_range)
-    low, high = (
-        check_float("learning_rate_range", value, expected=expected)
-        for value in learning_rate_range
+    pair = check_sequence(
+        "learning_rate_range",
+        learning_rate_range,
+        lambda name, value: check_float(name, value, expected=expected),
+        expected=expected,
     )
+    if len(pair) != 2:
+        raise invalid_value("learning_rate_range", expected, learning_rate_range)
+    low, high = pair
     if not 0 < low <= high:
         raise invalid_value("learning_rate_range", expected, learning_rate_range)
     return low, high

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from keras_dnntools import _keras_compat
-from keras_dnntools._data import fit_steps_per_epoch
+from keras_dnntools._data import check_fit_data, fit_steps_per_epoch
 from keras_dnntools._registry import public
 from keras_dnntools._validation import check_float, check_int, invalid_value
 from keras_dnntools.callbacks import OneCycleScheduler
@@ -102,6 +102,7 @@ def fine_tune(
     """
     model = wl.check_model(model)
     arguments = compile_arguments(model)
+    check_fit_data(model, x, y)
     epochs = check_int("epochs", epochs, low=1)
     freeze_epochs = check_int("freeze_epochs", freeze_epochs, low=0)
     base_learning_rate = check_float(

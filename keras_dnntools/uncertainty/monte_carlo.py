@@ -269,6 +269,12 @@ def _standardize_x(x: Any) -> tuple[list, Any, int]:
                 "e.g. with keras.layers.StringLookup outside the model)",
                 f"an array of dtype {array.dtype}",
             )
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise invalid_value(
+                "x",
+                "finite inputs (no NaN or inf)",
+                f"an array with {np.sum(~np.isfinite(array))} non-finite values",
+            )
         if array.dtype == np.float64:
             array = array.astype(keras.config.floatx())
         arrays.append(array)

@@ -168,7 +168,9 @@ def schedule(key, mode):
         if mode == "mixed_float16":
             assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         step = int(m.numpy(_inner(model.optimizer).iterations))
-        assert step == 4
+        # Loss scaling skips the steps whose float16 gradients overflow (a
+        # momentum schedule used as a rate, ~0.9, may overflow on some backends).
+        assert step == 4 if mode != "mixed_float16" else 1 <= step <= 4
         rate = m.scalar(model.optimizer.learning_rate)
     assert rate == pytest.approx(m.scalar(scheduled(step)), rel=1e-6)
 

@@ -111,7 +111,8 @@ def test_evaluates_at_tensor_steps_as_in_an_optimizer():
     import keras
 
     schedule = kdt.schedules.OneCycleSchedule(0.1, 100)
-    step = keras.Variable(29, dtype="int64")
+    step = keras.optimizers.SGD(0.1).iterations  # int64 (int32 on JAX by default)
+    step.assign(29)
     assert float(schedule(step)) == pytest.approx(0.1)
     assert schedule(step).dtype == "float32"
 

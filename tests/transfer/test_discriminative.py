@@ -140,11 +140,15 @@ def test_one_cycle_scheduler_keeps_the_ratios():
             r"`learning_rate_range`",
         ),
         ({"learning_rate_range": 1e-3}, TypeError, r"`learning_rate_range`"),
-        ({"learning_rate_range": (1e-3, "x")}, TypeError, r"`learning_rate_range`"),
+        (
+            {"learning_rate_range": (1e-3, "x")},
+            TypeError,
+            r"`learning_rate_range(\[1\])?`",
+        ),
         (
             {"learning_rate_range": (1e-3, float("nan"))},
             ValueError,
-            r"`learning_rate_range`",
+            r"`learning_rate_range(\[1\])?`",
         ),
         (
             {"learning_rate_range": (1e-4, 1e-3), "num_groups": 5},
