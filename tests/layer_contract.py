@@ -121,6 +121,10 @@ def check_fit_and_jit(make_layer, input_shape, deterministic: bool) -> None:
         np.testing.assert_array_equal(
             again, plain, err_msg="predict is not deterministic"
         )
+    if keras.backend.backend() == "torch":
+        # jit_compile=True is torch.compile (dynamo) there, which fails on
+        # Keras's Functional call; tests/reliability/test_jit.py says so too.
+        return
     _compile(model, jit_compile=True)
     if deterministic:
         jitted = model.predict(x, batch_size=BATCH_SIZE, verbose=0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +39,7 @@ class FitScope:
         self._undo: Callable[[], None] | None = undo
         self._finalizer: Any = None
         self._callback_list_ref: Any = None
+        self._thread = threading.get_ident()  # the thread that runs the fit()
 
     def fit_running(self) -> bool:
         """Whether the `fit()` call that opened this scope is still running."""
@@ -132,8 +134,13 @@ def _close_later(scope: FitScope) -> None:
     # of that call are gone, so no fit() of the scope's is running. Python
     # frees it when the exception is handled (user code: close now), or in
     # a garbage collection that may run anywhere, even while Keras traces a
-    # function: then the model's guard closes the scope at its next call.
-    if scope.model_ref() is None or _called_from_framework():
+    # function or in a data-loading worker thread (PyDataset's pool): then
+    # the model's guard closes the scope at its next call, in the fit's thread.
+    if (
+        scope.model_ref() is None
+        or threading.get_ident() != scope._thread
+        or _called_from_framework()
+    ):
         return
     scope.close()
 

@@ -217,8 +217,7 @@ class OneCycleScheduler(_Scheduler):
     >>> x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
     >>> y = x.sum(axis=1, keepdims=True)
     >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    >>> model.compile(keras.optimizers.SGD(momentum=0.9), "mse",
-    ...               steps_per_execution=4)
+    >>> model.compile(keras.optimizers.SGD(momentum=0.9), "mse")
     >>> scheduler = kdt.callbacks.OneCycleScheduler(max_learning_rate=0.05)
     >>> history = model.fit(x, y, batch_size=8, epochs=2, verbose=0,
     ...                     callbacks=[scheduler])

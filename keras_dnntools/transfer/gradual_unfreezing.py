@@ -15,6 +15,7 @@ from keras_dnntools._validation import (
     invalid_type,
     invalid_value,
 )
+from keras_dnntools.callbacks._installation import leaf_optimizers
 from keras_dnntools.callbacks._rate_owners import check_sole_rate_owner
 from keras_dnntools.transfer import _optimizer_state
 from keras_dnntools.transfer import _weighted_layers as wl
@@ -84,6 +85,9 @@ class GradualUnfreezing(keras.callbacks.Callback):
         ValueError: if an epoch is negative, a count is negative or (at the
             start of training) larger than the number of weighted layers, or
             `learning_rate_factor` is not positive.
+        NotImplementedError: at the start of training on the JAX backend, for
+            an optimizer with `use_ema=True` or with
+            `keras.callbacks.BackupAndRestore` in the same `fit()`.
 
     Example:
 
@@ -148,6 +152,26 @@ class GradualUnfreezing(keras.callbacks.Callback):
         if self.learning_rate_factor is not None:
             _check_scalable(self.model.optimizer, self.learning_rate_factor)
         optimizer = self.model.optimizer
+        if _exact_build() and _resumes_from_backup():
+            raise NotImplementedError(
+                "GradualUnfreezing together with keras.callbacks.BackupAndRestore "
+                "is not supported on the JAX backend: the optimizer holds slots for "
+                "exactly the trainable weights of the epoch, so a backup written "
+                "after an unfreezing does not restore into the optimizer of an "
+                "earlier epoch (its step count would restart from 0). Use the "
+                "TensorFlow or PyTorch backend, or ModelCheckpoint."
+            )
+        if _exact_build() and any(
+            getattr(leaf, "use_ema", False) for leaf in leaf_optimizers(optimizer)
+        ):
+            # The exact rebuild creates the moving averages of the newly
+            # trainable weights mid-fit, which Keras's JAX trainer then loses.
+            raise NotImplementedError(
+                "GradualUnfreezing with an optimizer that has use_ema=True is not "
+                "supported on the JAX backend (the moving averages of layers "
+                "unfrozen during fit() are lost). Use use_ema=False, or the "
+                "TensorFlow or PyTorch backend."
+            )
         if _exact_build():
             variables = self.model.trainable_variables
         else:
@@ -206,6 +230,14 @@ class GradualUnfreezing(keras.callbacks.Callback):
         self.model.make_train_function(force=True)
         _keras_compat.mark_trainable_state_compiled(self.model)
         self._applied = number
+
+
+def _resumes_from_backup() -> bool:
+    callbacks = _keras_compat.running_callback_list()
+    return any(
+        isinstance(callback, keras.callbacks.BackupAndRestore)
+        for callback in getattr(callbacks, "callbacks", ())
+    )
 
 
 def _exact_build() -> bool:

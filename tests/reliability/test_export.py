@@ -55,6 +55,12 @@ def _model(key):
     raise AssertionError(f"no export model for {key}")
 
 
+@pytest.mark.backends(
+    "tensorflow",
+    "jax",
+    reason="a TF SavedModel export from PyTorch goes through torch.export, which "
+    "fails on the input structure of Keras's Functional models (Keras 3.15)",
+)
 @pytest.mark.parametrize("key", keys_for("export"))
 def test_exported_function_behaves_as_documented(key, tmp_path):
     expect = _stochastic if MATRIX[key].stochastic else EXPECT.get(key)

@@ -4,6 +4,7 @@
 our schedulers, GradualUnfreezing, discriminative rates and MC layers in the
 model. Runs in one fresh process (`_resume.py`) with deterministic ops."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -56,6 +57,11 @@ def test_the_scenarios_cover_the_matrix_rows():
 @pytest.mark.parametrize("scenario", _params())
 def test_resumed_fit_equals_an_uninterrupted_one(results, scenario):
     result = results[scenario]
+    if keras.backend.backend() == "jax" and "GradualUnfreezing" in scenario:
+        # Refused up front: see GradualUnfreezing's Raises.
+        assert "NotImplementedError" in result.get("error", ""), result
+        assert "BackupAndRestore" in result["error"]
+        return
     assert "error" not in result, result.get("error")
     full, resumed = result["full"], result["resumed"]
     assert full["epochs_run"] == EPOCHS
