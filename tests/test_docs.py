@@ -147,7 +147,6 @@ def test_the_first_screen_keeps_its_two_commands():
     assert 'pip install -q -e ".[test]"' in ci
     assert 'pip install -q "torch==2.13.0+cpu" "jax[cpu]"' in ci
     assert 'pip install "torch==2.13.0+cpu" "jax[cpu]"' in head
-    for backend in ("tensorflow", "jax"):  # blocking
-        assert f"\nKERAS_BACKEND={backend} pytest\n" in ci
-    assert "KERAS_BACKEND=torch timeout 1200 pytest" in ci
+    assert "for backend in tensorflow jax torch" in ci
+    assert "KERAS_BACKEND=$backend pytest\n" in ci
     assert "mkdocs build --strict" in ci
