@@ -98,18 +98,14 @@ def _zero_d_kind(value: Any) -> str | None:
             return None
 
 
-def _is_real(value: Any) -> bool:
+def is_real(value: Any) -> bool:
+    """Whether ``value`` is a real number by the rules above (NaN and inf too)."""
     # bool is an int subclass, but `rate=True` is a bug, not a number.
     if isinstance(value, (bool, np.bool_)):
         return False
     if isinstance(value, numbers.Real):
         return True
     return _zero_d_kind(value) in ("i", "u", "f")
-
-
-def is_real(value: Any) -> bool:
-    """Whether ``value`` is a real number by the rules above (NaN and inf too)."""
-    return _is_real(value)
 
 
 def is_integer(value: Any) -> bool:
@@ -149,7 +145,7 @@ def check_float(
         TypeError: if ``value`` is not a real number.
         ValueError: if it is NaN/infinite or outside the bounds.
     """
-    if not _is_real(value):
+    if not is_real(value):
         raise invalid_type(name, "a real number", value)
     try:
         result = float(value)
@@ -233,9 +229,20 @@ def _same_choice(value: Any, option: Any) -> bool:
         return value is option
     if isinstance(option, str):
         return isinstance(value, str) and value == option
-    if isinstance(value, (bool, np.bool_, str)) or not _is_real(value):
+    if isinstance(value, (bool, np.bool_, str)) or not is_real(value):
         return False
     return bool(value == option)
+
+
+def element_of_type(types: Any, description: str) -> Callable[[str, Any], Any]:
+    """An element check for `check_sequence`: an instance of ``types``."""
+
+    def check(name: str, value: Any) -> Any:
+        if not isinstance(value, types):
+            raise invalid_type(name, description, value)
+        return value
+
+    return check
 
 
 def check_seed(name: str, value: Any) -> int | None:
@@ -360,8 +367,11 @@ def _interval(
 
 def as_numeric_array(name: str, value: Any) -> np.ndarray:
     """``value`` as a NumPy array of numbers (bool included); TypeError if not."""
-    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
-        value = value.numpy()  # an eager tensor (TensorFlow, PyTorch on CPU)
+    if not isinstance(value, np.ndarray) and hasattr(value, "dtype"):
+        import keras
+
+        if keras.ops.is_tensor(value):  # a backend tensor (also one with a grad)
+            value = keras.ops.convert_to_numpy(value)
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as error:

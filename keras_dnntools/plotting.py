@@ -17,10 +17,15 @@ from keras_dnntools._validation import (
     check_choice,
     check_int,
     check_sequence,
+    element_of_type,
     invalid_type,
     invalid_value,
 )
-from keras_dnntools.metrics.calibration import MAX_BINS
+from keras_dnntools.metrics.calibration import (
+    MAX_BINS,
+    check_labels,
+    check_probabilities,
+)
 
 #: The longest schedule `plot_schedule` evaluates (one float64 per step).
 MAX_PLOTTED_STEPS = 10**7
@@ -138,8 +143,6 @@ def plot_schedule(
 
 def _as_probabilities(y_true: Any, y_prob: Any) -> tuple[np.ndarray, np.ndarray]:
     # The rules of `kdt.metrics.expected_calibration_error`, which it draws.
-    from keras_dnntools.metrics.calibration import check_labels, check_probabilities
-
     probs, columns = check_probabilities(y_prob)
     labels = check_labels(y_true, probs.shape[0], columns)
     return labels, probs
@@ -292,8 +295,6 @@ def plot_uncertainty_histogram(
     >>> ax.get_xlabel()
     'predictive entropy (nats)'
     """
-    from keras_dnntools.metrics.calibration import check_labels
-
     choices = ("predictive_entropy", "mutual_information", "expected_entropy", "std")
     check_choice("measure", measure, choices)
     if not hasattr(prediction, measure) or not hasattr(prediction, "predicted_class"):
@@ -328,12 +329,6 @@ def plot_uncertainty_histogram(
 # ---------------------------------------------------------------------------
 
 
-def _layer_name(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise invalid_type(name, "a layer name (a string)", value)
-    return value
-
-
 def _recorded(monitor: Any) -> Any:
     if not hasattr(monitor, "layer_stats") or not hasattr(monitor, "steps"):
         raise invalid_type("monitor", "a kdt.callbacks.TrainingMonitor", monitor)
@@ -357,7 +352,7 @@ def _chosen_layers(monitor: Any, layers: Any) -> list[str]:
             check_sequence(
                 "layers",
                 layers,
-                _layer_name,
+                element_of_type(str, "a layer name (a string)"),
                 min_length=1,
                 expected="None, a layer name or a list of layer names",
             )

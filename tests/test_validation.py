@@ -70,3 +70,17 @@ def test_extra_context_is_listed_in_the_message():
         "Invalid value for argument `lower`: expected 0 <= lower <= upper. "
         "Received: lower=0.5, upper=0.2"
     )
+
+
+def test_check_examples_takes_backend_tensors_and_refuses_their_nan():
+    import keras
+
+    from keras_dnntools._validation import check_examples
+
+    tensor = keras.ops.convert_to_tensor(np.ones((3, 2), "float32"))
+    if keras.backend.backend() == "torch":
+        tensor.requires_grad_(True)  # .numpy() would raise on it
+    assert check_examples("x", tensor) == 3
+    bad = keras.ops.convert_to_tensor(np.full((3, 2), np.nan, "float32"))
+    with pytest.raises(ValueError, match=r"`x`.*finite"):
+        check_examples("x", bad)

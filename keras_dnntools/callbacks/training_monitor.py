@@ -15,6 +15,7 @@ from keras_dnntools._validation import (
     check_bool,
     check_int,
     check_sequence,
+    element_of_type,
     invalid_type,
 )
 from keras_dnntools.diagnostics import _inspection
@@ -59,12 +60,6 @@ def _hyperparameter(optimizer, name):
     if callable(value):
         value = value()
     return ops.cast(ops.convert_to_tensor(value), "float32")
-
-
-def _layer_or_name(name: str, value: Any) -> Any:
-    if not isinstance(value, (str, keras.layers.Layer)):
-        raise invalid_type(name, "a layer or a layer name", value)
-    return value
 
 
 @public("callbacks")
@@ -161,7 +156,9 @@ class TrainingMonitor(keras.callbacks.Callback):
                 check_sequence(
                     "layers",
                     layers,
-                    _layer_or_name,
+                    element_of_type(
+                        (str, keras.layers.Layer), "a layer or a layer name"
+                    ),
                     min_length=1,
                     expected="None, a layer, a name, or a list of them",
                 )

@@ -16,6 +16,7 @@ from keras_dnntools._validation import (
     check_int,
     check_name,
     check_sequence,
+    element_of_type,
     invalid_type,
     is_real,
 )
@@ -124,15 +125,6 @@ class LayerRow:
     saturated_fraction: float
 
 
-def _of_type(cls):
-    def check(name, value):
-        if not isinstance(value, cls):
-            raise invalid_type(name, f"a {cls.__name__}", value)
-        return value
-
-    return check
-
-
 @public("diagnostics")
 class DiagnosticReport:
     """What `kdt.diagnostics.check` measured and found.
@@ -162,12 +154,18 @@ class DiagnosticReport:
     def __init__(self, layers, findings, loss: float):
         self.layers = list(
             check_sequence(
-                "layers", layers, _of_type(LayerRow), expected="a list of LayerRow"
+                "layers",
+                layers,
+                element_of_type(LayerRow, "a LayerRow"),
+                expected="a list of LayerRow",
             )
         )
         self.findings = list(
             check_sequence(
-                "findings", findings, _of_type(Finding), expected="a list of Finding"
+                "findings",
+                findings,
+                element_of_type(Finding, "a Finding"),
+                expected="a list of Finding",
             )
         )
         # NaN and inf are measurements here (an exploding model's loss).
@@ -209,14 +207,6 @@ class DiagnosticReport:
         from keras_dnntools.plotting import plot_diagnostic_report
 
         return plot_diagnostic_report(self, ax=ax)
-
-
-def _is_number(value) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return not isinstance(value, (bool, str))
 
 
 def _batch(x, y, batch_size):
