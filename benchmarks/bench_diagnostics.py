@@ -8,7 +8,8 @@ synthetic rows of 784 features, timed for one epoch of `fit()`:
 - `TrainingMonitor(frequency=1)` (reported; aim: <= 1.5x).
 
 Every run builds and compiles a fresh model and fits it for 2 epochs; the
-second epoch is timed (the first also holds the trace of the train step). The
+second epoch is timed (the first also holds the trace of the train step). One
+CPU thread (TensorFlow's thread pools; XLA's Eigen on JAX). The
 variants alternate in one process (round robin, the order rotated every
 round); the script prints each variant's minimum wall time, the ratio of minima
 to the baseline and the median of the per-round ratios. Run it once per
@@ -16,6 +17,7 @@ backend::
 
     KERAS_BACKEND=tensorflow python benchmarks/bench_diagnostics.py
     KERAS_BACKEND=jax python benchmarks/bench_diagnostics.py
+    KERAS_BACKEND=jax python benchmarks/bench_diagnostics.py --rows 19200
     python benchmarks/bench_diagnostics.py --quick   # tiny: checks it runs
 """
 
@@ -29,11 +31,20 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
 
 import keras
 import numpy as np
 
 import keras_dnntools as kdt
+
+if keras.backend.backend() == "tensorflow":  # one thread, as for every benchmark
+    import tensorflow as tf
+
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
 
 BATCH_SIZE = 32
 EPOCHS = 2

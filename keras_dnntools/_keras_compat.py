@@ -247,15 +247,25 @@ def _set(model: Any, name: str, value: Any) -> None:
     object.__setattr__(model, name, value)
 
 
-def _guard(model: Any, handshake: Callable[[], bool]) -> None:
+# What a handshake may answer besides True/False: this call is announced, and
+# the plain train step will do (no step of this execution is instrumented).
+PLAIN_STEP = "plain"
+
+
+def _guard(model: Any, handshake: Callable[[], Any], plain: Any, route: list) -> None:
     inner = model.train_function
 
     def train_function(*args, **kwargs):
-        if not handshake():
+        announced = handshake()
+        if not announced:
             uninstall_train_step(model)
             model.make_train_function()
             return model.train_function(*args, **kwargs)
-        return inner(*args, **kwargs)
+        # `route` tells the shadowing train step which step to run (or trace:
+        # the trainers trace `model.train_step` lazily, at a function's first
+        # call).
+        route[0] = announced == PLAIN_STEP
+        return (plain if route[0] else inner)(*args, **kwargs)
 
     train_function._kdt_instrumented = True
     _set(model, "train_function", train_function)
@@ -278,24 +288,46 @@ def install_train_step(
             `make_train_function` uninstalls the instrumentation first.
         handshake: called at every call of the train function: True when the
             monitored fit's callback announced this call (from
-            `on_train_batch_begin`); once False, the instrumentation is
-            uninstalled before the call runs (a later fit, `train_on_batch`).
+            `on_train_batch_begin`), `PLAIN_STEP` when it announced a call
+            that needs no instrumented step (the plain train function, built
+            from the original step, runs it); once False, the instrumentation
+            is uninstalled before the call runs (a later fit,
+            `train_on_batch`).
     """
     uninstall_train_step(model)
     # A fit scope's guard may already shadow make_train_function: chain to it,
     # and put it back when uninstalled.
     previous_make = vars(model).get("make_train_function")
     original = model.train_step
-    _set(model, "train_step", make_step(original))
+    instrumented = make_step(original)
+    route = [False]  # True: the plain step
+
+    def train_step(*args, **kwargs):
+        return (original if route[0] else instrumented)(*args, **kwargs)
+
+    _set(model, "train_step", train_step)
     plain_make = type(model).make_train_function
 
     def make_train_function(force=False):
         if not is_live():
             uninstall_train_step(model)
             return model.make_train_function(force)
-        plain_make(model, force=force)
-        if not getattr(model.train_function, "_kdt_instrumented", False):
-            _guard(model, handshake)
+        if not force and getattr(
+            vars(model).get("train_function"), "_kdt_instrumented", False
+        ):
+            return model.train_function
+        # Two train functions: the executions that log nothing run the plain
+        # one and pay nothing for the instrumentation. The JAX trainer jits
+        # `model.train_step` as it is now (its trace cache is keyed by that
+        # function): the plain one is made from the original step itself.
+        _set(model, "train_step", original)
+        try:
+            plain_make(model, force=True)
+            plain = model.train_function
+        finally:
+            _set(model, "train_step", train_step)
+        plain_make(model, force=True)
+        _guard(model, handshake, plain, route)
         return model.train_function
 
     _set(model, "make_train_function", make_train_function)

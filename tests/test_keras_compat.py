@@ -288,6 +288,27 @@ def test_the_guard_uninstalls_on_a_call_nobody_announced():
     assert not np.allclose(before[0], model.get_weights()[0])
 
 
+class _PlainHandshake(_Handshake):
+    """Announces every call as one that needs no instrumented step."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.token = _keras_compat.PLAIN_STEP
+
+
+def test_a_call_announced_plain_runs_the_original_step():
+    # The plain train function is made from the original step: the
+    # instrumented one is never traced (TF, JAX) nor run (torch), and the
+    # model trains all the same.
+    model = _monitor_model()
+    callback = _PlainHandshake()
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 2), "float32")
+    before = model.get_weights()
+    model.fit(x, y, batch_size=4, epochs=2, callbacks=[callback], verbose=0)
+    assert callback.steps_seen == 0
+    assert not np.allclose(before[0], model.get_weights()[0])
+    assert not _keras_compat.is_instrumented(model)
+
+
 def test_make_train_function_accepts_force_and_sets_train_function():
     model = _monitor_model()
     model.make_train_function(force=True)

@@ -473,8 +473,15 @@ class TrainingMonitor(keras.callbacks.Callback):
             getattr(inner, name, None) is not None for name in ("momentum", "beta_1")
         )
         self._buffer = None
+        self._pending = False
+        self._skips_steps = isinstance(
+            model.optimizer, keras.optimizers.LossScaleOptimizer
+        )
+        self._steps_per_execution = max(
+            1, int(getattr(model, "steps_per_execution", 1) or 1)
+        )
         if keras.backend.backend() == "tensorflow":
-            capacity = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+            capacity = self._steps_per_execution
             self._buffer = keras.Variable(
                 np.zeros((capacity, self._width()), "float32"),
                 trainable=False,
@@ -497,15 +504,31 @@ class TrainingMonitor(keras.callbacks.Callback):
             model, self._make_step, self._is_live, self._handshake
         )
 
-    def on_train_batch_begin(self, batch, logs=None):
-        self._token = True
+    def _optimizer_step(self) -> int:
+        return int(ops.convert_to_numpy(self._monitored.optimizer.iterations))
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._token = False
-        if self._buffer is not None:
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_first_step = self._optimizer_step()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._pending:  # the previous execution logged steps
             self._drain()
+        # Does this execution (at most `steps_per_execution` steps from the
+        # optimizer step `first`) hold a step to log? If not, the plain train
+        # step runs it. The step is counted from the epoch's first: reading
+        # `iterations` here would wait for the previous execution (~0.7 ms a
+        # step on TensorFlow) and, on JAX, read a value synced only between
+        # epochs. A loss-scale optimizer may skip steps without counting
+        # them: then every execution is instrumented.
+        first = 0 if self._skips_steps else self._epoch_first_step + batch
+        logs_a_step = (-first) % self.frequency < self._steps_per_execution
+        self._pending = logs_a_step and self._buffer is not None
+        self._token = True if logs_a_step else _keras_compat.PLAIN_STEP
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._pending:
+            self._drain()
+            self._pending = False
         if self._writer is not None:
             self._write()
 

@@ -71,6 +71,25 @@ def run_loop(
     return states, (arrays if keep_samples else None)
 
 
+def _local(value: Any) -> Any:
+    """`value` whole on one device of this process.
+
+    Under a `keras.distribution` the weights are arrays laid out over several
+    devices (of several processes). The Monte Carlo loop of a process runs on
+    one device, on its own instances, with no collective: a replicated weight
+    gives its local copy; a sharded one is gathered once per call.
+    """
+    if not isinstance(value, jax.Array) or len(value.sharding.device_set) == 1:
+        return value
+    if value.is_fully_replicated:
+        return value.addressable_data(0)
+    if value.is_fully_addressable:
+        return jax.device_put(value, jax.local_devices()[0])
+    from jax.experimental import multihost_utils
+
+    return jnp.asarray(multihost_utils.process_allgather(value, tiled=True))
+
+
 def compile_chunk(run_chunk: Any, interpreter: Any) -> Any:
     def stateless_chunk(values, inputs, key):
         variables = interpreter.model.variables
@@ -81,7 +100,7 @@ def compile_chunk(run_chunk: Any, interpreter: Any) -> Any:
     jitted = jax.jit(stateless_chunk)
 
     def chunk(inputs: Any, key: Any) -> Any:
-        values = [variable.value for variable in interpreter.model.variables]
+        values = [_local(variable.value) for variable in interpreter.model.variables]
         return jitted(values, inputs, key)
 
     return chunk

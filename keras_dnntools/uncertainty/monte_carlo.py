@@ -17,7 +17,7 @@ from keras_dnntools._validation import (
     invalid_type,
     invalid_value,
 )
-from keras_dnntools.uncertainty import _backends, _graph, _sampler
+from keras_dnntools.uncertainty import _backends, _graph, _processes, _sampler
 from keras_dnntools.uncertainty.prediction import (
     BINARY,
     CATEGORICAL,
@@ -33,6 +33,9 @@ from keras_dnntools.uncertainty.prediction import (
 _CHUNK_BYTES = 128 * 2**20
 _DEFAULT_ROWS = 1024  # when the model's layer shapes are unknown
 _MAX_ROWS = 16384
+# Process p of a multi-process JAX run draws its chunks from the stream
+# `chunk_seed(seed, _PROCESS_STREAMS + p)`: far from any chunk index.
+_PROCESS_STREAMS = 2**40
 
 
 @public("uncertainty")
@@ -172,13 +175,18 @@ def mc_predict(
     interpreter, run_chunk = _compiled(
         model, n_samples, per_step, return_samples, output_kind, backend
     )
-    progress = keras.utils.Progbar(n_instances) if verbose else None
+    # Several JAX processes: each samples its own block of the instances.
+    shard = _processes.process_shard(n_instances)
+    first, last = (0, n_instances) if shard is None else (shard.start, shard.stop)
+    if shard is not None:
+        seed = _sampler.chunk_seed(seed, _PROCESS_STREAMS + shard.index)
+    progress = keras.utils.Progbar(last - first) if verbose else None
     results: list | None = None
     with _graph.patched_dropout(
         interpreter.opaque_dropout_layers, _sampler.sample_with_current
     ):
-        for index, start in enumerate(range(0, n_instances, rows)):
-            stop = min(start + rows, n_instances)
+        for index, start in enumerate(range(first, last, rows)):
+            stop = min(start + rows, last)
             chunk = keras.tree.pack_sequence_as(
                 structure,
                 [keras.ops.convert_to_tensor(leaf[start:stop]) for leaf in leaves],
@@ -194,7 +202,10 @@ def mc_predict(
                 kept = None if samples is None else samples[position]
                 result.add(states[position], kept, start, stop)
             if progress is not None:
-                progress.update(stop)
+                progress.update(stop - first)
+    if shard is not None:
+        for result in results:
+            result.gather(shard)
 
     predictions = [result.prediction() for result in results]
     if len(predictions) == 1:
@@ -432,6 +443,20 @@ class _Accumulator:
             self.deviation = max(self.deviation, float(state["deviation"]))
         if samples is not None:
             self.samples.append(keras.ops.convert_to_numpy(samples))
+
+    def gather(self, shard: Any) -> None:
+        """Completes this process's block with every other process's blocks."""
+        for name, values in self.fields.items():
+            self.fields[name] = _processes.gather_rows(
+                shard, values[shard.start : shard.stop]
+            )
+        if self.samples:
+            local = np.concatenate(self.samples, axis=1)
+            self.samples = [_processes.gather_rows(shard, local, axis=1)]
+        if np.isfinite(self.low):
+            self.low, self.high, self.deviation = _processes.gather_extremes(
+                self.low, self.high, self.deviation
+            )
 
     def prediction(self) -> MCPrediction:
         kind = self.kind

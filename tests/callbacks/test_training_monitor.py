@@ -228,9 +228,6 @@ def test_works_with_our_scheduler_in_the_same_fit():
     np.testing.assert_allclose(monitor.learning_rate, expected, rtol=1e-5)
 
 
-@pytest.mark.backends(
-    "tensorflow", reason="GradualUnfreezing supports only TensorFlow on this branch"
-)
 def test_works_with_gradual_unfreezing_in_the_same_fit():
     model = _model(keras.optimizers.SGD(0.01))
     monitor = kdt.callbacks.TrainingMonitor()
