@@ -277,17 +277,30 @@ class TrainingMonitor(keras.callbacks.Callback):
             return watched.kernel
         return watched.layer.weights[0]
 
-    def _kernels(self, values=None):
-        """The kernel (or first trainable weight) of each watched layer."""
+    def _kernels(self, values=None, non_trainable_values=None):
+        """The kernel (or first trainable weight) of each watched layer.
+
+        With `values` (and `non_trainable_values`), the JAX train step's state:
+        a kernel is taken from the list that holds it now (a layer frozen by
+        `GradualUnfreezing` holds it in the non-trainable state).
+        """
+        model = self._monitored
         result = []
-        index = {id(v): i for i, v in enumerate(self._monitored.trainable_variables)}
+        lists = [(model.trainable_variables, values)]
+        if non_trainable_values is not None:
+            lists.append((model.non_trainable_variables, non_trainable_values))
+        places = {
+            id(variable): (state, i)
+            for variables, state in lists
+            for i, variable in enumerate(variables)
+        }
         for w in self._watched:
             variable = self._kernel_of(w)
             if values is None:
                 result.append(ops.cast(ops.convert_to_tensor(variable), "float32"))
             else:
-                position = index.get(id(variable))
-                value = values[position] if position is not None else variable
+                state, position = places.get(id(variable), (None, None))
+                value = variable if state is None else state[position]
                 result.append(ops.cast(value, "float32"))
         return result
 
@@ -368,8 +381,8 @@ class TrainingMonitor(keras.callbacks.Callback):
                     parts,
                     hists,
                     grads,
-                    self._kernels(trainable),
-                    self._kernels(new_state[0]),
+                    self._kernels(trainable, non_trainable),
+                    self._kernels(new_state[0], new_state[1]),
                 )
                 jax.debug.callback(host, vector)
 

@@ -73,8 +73,8 @@ def test_schedulers_give_the_single_process_weights(name):
     single, pair = _runs("schedules")
     expected = single[name]
     assert expected["iterations"] == 12  # 3 epochs of 4 global batches
-    for process, result in enumerate(pair):
-        what = f"{name}, process {process}"
+    for process, run in enumerate(pair):
+        result, what = run[name], f"{name}, process {process}"
         assert result["iterations"] == expected["iterations"], what
         # The schedule counts global steps: the same rate at every step.
         np.testing.assert_allclose(
