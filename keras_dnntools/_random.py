@@ -38,6 +38,9 @@ import keras
 from keras import ops
 
 _TWO_32 = 2**32
+# Replica r of a MirroredStrategy draws from seed + r * _REPLICA_STRIDE (the
+# seed's first word; the generator counts in the second).
+_REPLICA_STRIDE = 0x2545F491
 
 
 def _is_tensorflow() -> bool:
@@ -74,6 +77,13 @@ def _tf_seed_and_algorithm(seed: Any) -> tuple[Any, str]:
         state = seed.next()
     else:  # an int: the stateless [seed, 0], as keras.random does.
         state = tf.constant([seed, 0], dtype="int64")
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        # Under a MirroredStrategy every replica reads the same generator
+        # state: without its id, each replica would draw the same masks for
+        # its share of the global batch (as keras.layers.Dropout does).
+        replica = tf.cast(context.replica_id_in_sync_group, state.dtype)
+        state = state + tf.stack([replica * _REPLICA_STRIDE, tf.zeros_like(replica)])
     # As keras.random does: the state is int64, stateless kernels want int32.
     state = tf.cast(tf.math.floormod(state, tf.int32.max - 1), "int32")
     algorithm = "threefry" if _in_xla_context() else "philox"

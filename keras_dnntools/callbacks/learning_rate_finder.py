@@ -11,6 +11,7 @@ import numpy as np
 from keras import ops
 
 from keras_dnntools._data import check_fit_data, steps_per_epoch
+from keras_dnntools._distribution import strategy_scope
 from keras_dnntools._optional import require_pyplot
 from keras_dnntools._registry import public
 from keras_dnntools._validation import (
@@ -303,7 +304,8 @@ class LearningRateFinder(_rate_owners.RateOwner):
         optimizer = self.model.optimizer
         # Slots created during the sweep must be restored too: build first.
         if not optimizer.built:
-            optimizer.build(self.model.trainable_variables)
+            with strategy_scope(self.model):
+                optimizer.build(self.model.trainable_variables)
         self._saved = [
             (variable, ops.convert_to_numpy(variable))
             for variable in _unique([*self.model.variables, *optimizer.variables])

@@ -18,6 +18,7 @@ from keras_dnntools._validation import (
     element_of_type,
     invalid_type,
 )
+from keras_dnntools.callbacks import _replica_stats
 from keras_dnntools.diagnostics import _inspection
 
 STATS = (
@@ -51,6 +52,10 @@ def _histogram(values, low, high, bins):
     scaled = (values - low) / (high - low) * bins
     index = ops.cast(ops.clip(ops.floor(scaled), 0, bins - 1), "int32")
     return ops.sum(ops.one_hot(index, bins, dtype="float32"), axis=0)
+
+
+def _activation_histogram(activation, kind):
+    return _histogram(activation, *activation_range(kind), NUM_BINS)
 
 
 def _hyperparameter(optimizer, name):
@@ -237,21 +242,31 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     def _measure(self, x, y, sample_weight, state=None):
         """Flat vector of everything but the head and the update ratios."""
-        model = self._monitored
         loss, activations, grads = _inspection.forward_backward(
-            model, self._probe, x, y, sample_weight, state=state
+            self._monitored, self._probe, x, y, sample_weight, state=state
         )
         del loss
+        stats = self._per_layer(_inspection.activation_stats, activations)
+        hists = self._per_layer(_activation_histogram, activations)
+        return self._summarize(grads, stats, hists)
+
+    def _per_layer(self, measure, activations):
+        """``measure(activation, kind)`` for each watched layer's activation."""
+        return [
+            measure(activation, w.activation)
+            for w, activation in zip(self._watched, activations, strict=True)
+        ]
+
+    def _summarize(self, grads, stats, hists):
+        """(per-layer stats, activation histograms, gradient histograms)."""
+        model = self._monitored
         norms = _inspection.gradient_norms(model, self._watched, grads)
-        parts, hist_parts, grad_parts = [], [], []
+        parts, grad_parts = [], []
         index = {id(v): i for i, v in enumerate(model.trainable_variables)}
-        for w, activation, norm in zip(self._watched, activations, norms, strict=True):
-            mean, std, dead, saturated = _inspection.activation_stats(
-                activation, w.activation
-            )
+        for w, (mean, std, dead, saturated), norm in zip(
+            self._watched, stats, norms, strict=True
+        ):
             parts.append(ops.stack([norm, mean, std, dead, saturated]))
-            low, high = activation_range(w.activation)
-            hist_parts.append(_histogram(activation, low, high, NUM_BINS))
             if self.histograms:
                 flat = [
                     ops.reshape(ops.cast(grads[index[id(v)]], "float32"), (-1,))
@@ -269,7 +284,45 @@ class TrainingMonitor(keras.callbacks.Callback):
                     ops.one_hot(bins, NUM_GRADIENT_BINS, dtype="float32"), axis=0
                 )
                 grad_parts.append(ops.concatenate([ops.stack([low, high]), counts]))
-        return parts, hist_parts, grad_parts
+        return parts, hists, grad_parts
+
+    def _measure_replica(self, should, x, y, sample_weight, context):
+        """`_measure` for one replica of a `MirroredStrategy`: the sums of every
+        replica are added after the `tf.cond` (see `_replica_stats`)."""
+        import tensorflow as tf
+
+        model = self._monitored
+        widths = [int(w.output.shape[-1]) for w in self._watched]
+
+        def local():
+            loss, activations, grads = _inspection.forward_backward(
+                model, self._probe, x, y, sample_weight
+            )
+            del loss
+            moments = self._per_layer(_replica_stats.local_moments, activations)
+            hists = self._per_layer(_activation_histogram, activations)
+            return [ops.cast(g, "float32") for g in grads], moments, hists
+
+        def nothing():
+            grads = [ops.zeros(v.shape, "float32") for v in model.trainable_variables]
+            moments = [
+                _replica_stats.no_moments(w.activation, width)
+                for w, width in zip(self._watched, widths, strict=True)
+            ]
+            hists = [ops.zeros((NUM_BINS,), "float32") for _ in self._watched]
+            return grads, moments, hists
+
+        grads, moments, hists = tf.cond(should, local, nothing)
+        # One all-reduce per dtype (the tensors of one are concatenated).
+        sums = context.all_reduce("sum", [sums for sums, _ in moments])
+        grads, alive, hists = context.all_reduce(
+            "sum", [grads, [alive for _, alive in moments], hists]
+        )
+        stats = [
+            _replica_stats.global_stats(total, units, w.activation)
+            for w, total, units in zip(self._watched, sums, alive, strict=True)
+        ]
+        return self._summarize(grads, stats, hists)
 
     @staticmethod
     def _kernel_of(watched):
@@ -400,16 +453,20 @@ class TrainingMonitor(keras.callbacks.Callback):
             should = ops.equal(step % self.frequency, 0)
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
 
-            def measure():
-                parts, hists, grads = self._measure(x, y, sample_weight)
+            def snapshot():
                 rate, momentum = self._hyperparameters()
                 # The weights before the update, for the update ratio: kept in
                 # our own variables so that the other steps copy nothing.
-                for snapshot, kernel in zip(
-                    self._snapshots, self._kernels(), strict=True
-                ):
-                    snapshot.assign(kernel)
-                return parts, hists, grads, rate, momentum
+                for copy, kernel in zip(self._snapshots, self._kernels(), strict=True):
+                    copy.assign(kernel)
+                return rate, momentum
+
+            def skip_snapshot():
+                zero = ops.zeros((), "float32")
+                return zero, zero
+
+            def measure():
+                return (*self._measure(x, y, sample_weight), *snapshot())
 
             def skip():
                 parts = [ops.zeros((5,), "float32") for _ in self._watched]
@@ -425,7 +482,15 @@ class TrainingMonitor(keras.callbacks.Callback):
                 zero = ops.zeros((), "float32")
                 return parts, hists, grads, zero, zero
 
-            measured = tf.cond(should, measure, skip)
+            context = _replica_stats.replica_context()
+            if context is None:
+                measured = tf.cond(should, measure, skip)
+            else:  # MirroredStrategy: the statistics of the global batch
+                measured = tf.cond(should, snapshot, skip_snapshot)
+                measured = (
+                    *self._measure_replica(should, x, y, sample_weight, context),
+                    *measured,
+                )
             parts, hists, grads, rate, momentum = measured
             # The step's reads of the weights and of `iterations` must happen
             # before its updates: order them explicitly.
@@ -447,6 +512,9 @@ class TrainingMonitor(keras.callbacks.Callback):
                 self._count.assign(count + 1)
                 return ops.zeros((), "int32")
 
+            if context is not None:  # the replicas hold the same values
+                first = tf.equal(context.replica_id_in_sync_group, 0)
+                should = tf.logical_and(should, first)
             tf.cond(should, emit, lambda: ops.zeros((), "int32"))
             return logs
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from keras_dnntools._distribution import strategy_scope
 from keras_dnntools._registry import public
 from keras_dnntools._validation import (
     check_float,
@@ -100,12 +101,14 @@ def discriminative_optimizer(
     rates = group_learning_rates(low, high, num_groups)
     groups_of_leaves = _leaf_groups(len(all_leaves), weighted, num_groups)
     paths_by_group = _paths_by_group(all_leaves, groups_of_leaves, num_groups)
-    copies = [_copy(optimizer, rate, group) for group, rate in enumerate(rates)]
-    optimizer_map = keras.optimizers.OptimizerMap(default_optimizer=copies[-1])
-    for group in range(num_groups - 1):
-        if paths_by_group[group]:
-            optimizer_map[_pattern(paths_by_group[group])] = copies[group]
-    return keras.optimizers.MultiOptimizer(optimizer_map)
+    # Under a MirroredStrategy, the model's optimizers are made in its scope.
+    with strategy_scope(model):
+        copies = [_copy(optimizer, rate, group) for group, rate in enumerate(rates)]
+        optimizer_map = keras.optimizers.OptimizerMap(default_optimizer=copies[-1])
+        for group in range(num_groups - 1):
+            if paths_by_group[group]:
+                optimizer_map[_pattern(paths_by_group[group])] = copies[group]
+        return keras.optimizers.MultiOptimizer(optimizer_map)
 
 
 def group_learning_rates(low: float, high: float, num_groups: int) -> list[float]:

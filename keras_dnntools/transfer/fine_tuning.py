@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_dnntools import _keras_compat
 from keras_dnntools._data import check_fit_data, fit_steps_per_epoch
+from keras_dnntools._distribution import strategy_scope
 from keras_dnntools._registry import public
 from keras_dnntools._validation import check_float, check_int, invalid_value
 from keras_dnntools.callbacks import OneCycleScheduler
@@ -173,9 +174,10 @@ def _fine_tune(
             keep_batchnorm_frozen=True,
             all_leaves=all_leaves,
         )
-        arguments["optimizer"] = fresh_optimizer(
-            template, learning_rate=base_learning_rate
-        )
+        with strategy_scope(model):
+            arguments["optimizer"] = fresh_optimizer(
+                template, learning_rate=base_learning_rate
+            )
         model.compile(**arguments)
         scheduler = OneCycleScheduler(
             base_learning_rate,

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import keras
 
 from keras_dnntools import _keras_compat
+from keras_dnntools._distribution import strategy_scope
 from keras_dnntools._registry import public
 from keras_dnntools._validation import (
     check_bool,
@@ -179,7 +180,8 @@ class GradualUnfreezing(keras.callbacks.Callback):
         if sorted(_optimizer_state.slot_layout(optimizer)) != sorted(
             id(v) for v in variables
         ):
-            _optimizer_state.rebuild_in_place(optimizer, variables)
+            with strategy_scope(self.model):
+                _optimizer_state.rebuild_in_place(optimizer, variables)
         _optimizer_state.dispatch_to(optimizer, self.model.trainable_variables)
         self.model.make_train_function(force=True)
         self._applied = None
@@ -214,12 +216,13 @@ class GradualUnfreezing(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         trainable = self.model.trainable_variables
         layout = _optimizer_state.slot_layout(optimizer)
-        if _exact_build():
-            if sorted(layout) != sorted(id(v) for v in trainable):
+        with strategy_scope(self.model):
+            if _exact_build():
+                if sorted(layout) != sorted(id(v) for v in trainable):
+                    _optimizer_state.rebuild_in_place(optimizer, trainable)
+            elif not {id(v) for v in trainable} <= set(layout):
+                # `trainable` was changed by something else since the start
                 _optimizer_state.rebuild_in_place(optimizer, trainable)
-        elif not {id(v) for v in trainable} <= set(layout):
-            # `trainable` was changed by something else since the start
-            _optimizer_state.rebuild_in_place(optimizer, trainable)
         _optimizer_state.dispatch_to(optimizer, trainable)
         if self.learning_rate_factor is not None and epoch > self._first_epoch:
             _check_scalable(optimizer, self.learning_rate_factor)

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 
 from keras_dnntools import _keras_compat
+from keras_dnntools._distribution import strategy_scope
 from keras_dnntools._registry import public
 from keras_dnntools._validation import check_float, invalid_value
 from keras_dnntools.transfer import _weighted_layers as wl
@@ -67,9 +68,10 @@ def recompile(model: keras.Model, *, learning_rate: float | None = None) -> kera
             low_inclusive=False,
             expected="None or a positive number",
         )
-    arguments["optimizer"] = fresh_optimizer(
-        compiled_optimizer(model), learning_rate=learning_rate
-    )
+    with strategy_scope(model):  # a MirroredStrategy's optimizer: made in scope
+        arguments["optimizer"] = fresh_optimizer(
+            compiled_optimizer(model), learning_rate=learning_rate
+        )
     model.compile(**arguments)
     return model
 
@@ -157,7 +159,7 @@ def _fresh_multi_optimizer(
     optimizer: keras.optimizers.MultiOptimizer, learning_rate: float | None
 ) -> keras.optimizers.MultiOptimizer:
     live = list(optimizer.optimizers)
-    rates = [float(sub.learning_rate) for sub in live]
+    rates = [float(keras.ops.convert_to_numpy(sub.learning_rate)) for sub in live]
     fresh = type(optimizer).from_config(optimizer.get_config())
     if len(fresh.optimizers) != len(live):
         raise invalid_value(

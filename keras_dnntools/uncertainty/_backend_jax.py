@@ -90,17 +90,66 @@ def _local(value: Any) -> Any:
     return jnp.asarray(multihost_utils.process_allgather(value, tiled=True))
 
 
-def compile_chunk(run_chunk: Any, interpreter: Any) -> Any:
+def compile_chunk(run_chunk: Any, interpreter: Any) -> _Chunk:
     def stateless_chunk(values, inputs, key):
         variables = interpreter.model.variables
         mapping = list(zip(variables, values, strict=True))
         with keras.StatelessScope(state_mapping=mapping):
             return run_chunk(inputs, key)
 
-    jitted = jax.jit(stateless_chunk)
+    return _Chunk(jax.jit(stateless_chunk), interpreter)
 
-    def chunk(inputs: Any, key: Any) -> Any:
-        values = [_local(variable.value) for variable in interpreter.model.variables]
-        return jitted(values, inputs, key)
 
-    return chunk
+class _Chunk:
+    """The jitted chunk, called with the model's current weights."""
+
+    def __init__(self, jitted: Any, interpreter: Any) -> None:
+        self.jitted = jitted
+        self.interpreter = interpreter
+
+    def weights(self) -> list:
+        return [_local(variable.value) for variable in self.interpreter.model.variables]
+
+    def __call__(self, inputs: Any, key: Any) -> Any:
+        return self.jitted(self.weights(), inputs, key)
+
+
+def replicas(chunk: _Chunk, model: Any) -> _DeviceReplicas | None:
+    """This process's devices under a `keras.distribution` (None for one)."""
+    del model  # the distribution is global in Keras
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return None
+    mine = jax.process_index()
+    devices = [
+        device
+        for device in distribution.device_mesh.devices.flatten().tolist()
+        if device.process_index == mine
+    ]
+    if len(devices) < 2:
+        return None
+    return _DeviceReplicas(chunk, devices)
+
+
+class _DeviceReplicas:
+    """Runs one chunk per local device: a copy of the weights on each device,
+    the chunk's inputs committed there, so that `jit` runs it there; JAX's
+    asynchronous dispatch runs the devices concurrently."""
+
+    def __init__(self, chunk: _Chunk, devices: list) -> None:
+        self.count = len(devices)
+        self._chunk = chunk
+        weights = chunk.weights()
+        self._placed = [(device, jax.device_put(weights, device)) for device in devices]
+
+    def run(self, calls: list) -> list:
+        return [
+            self._chunk.jitted(
+                weights,
+                jax.device_put(inputs, device),
+                jax.device_put(key, device),
+            )
+            for (inputs, key), (device, weights) in zip(
+                calls, self._placed, strict=False
+            )
+        ]

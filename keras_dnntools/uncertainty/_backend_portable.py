@@ -51,3 +51,8 @@ def run_loop(
 def compile_chunk(run_chunk: Any, interpreter: Any) -> Any:
     del interpreter
     return run_chunk
+
+
+def replicas(chunk: Any, model: Any) -> None:
+    """One device: the chunks run in turn (see `_backends.py`)."""
+    del chunk, model

@@ -9,6 +9,7 @@ mask elements, which divides the random-number work by 4 or 2.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import tensorflow as tf
@@ -88,3 +89,64 @@ def run_loop(
 def compile_chunk(run_chunk: Any, interpreter: Any) -> Any:
     del interpreter
     return tf.function(run_chunk, reduce_retracing=True, autograph=False)
+
+
+# The distributed chunk function of each (chunk, strategy), traced once.
+_DISTRIBUTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def replicas(chunk: Any, model: Any) -> _MirroredReplicas | None:
+    """The replicas of the model's `MirroredStrategy` (None for one replica)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if not isinstance(strategy, tf.distribute.MirroredStrategy):
+        return None
+    if strategy.num_replicas_in_sync < 2:
+        return None
+    return _MirroredReplicas(strategy, chunk)
+
+
+class _MirroredReplicas:
+    """Runs one chunk per replica of a `MirroredStrategy`, in one graph.
+
+    Inside `strategy.run` every replica reads its own copy of the weights and
+    samples its own chunk on its own device; the replicas run concurrently.
+    """
+
+    def __init__(self, strategy: Any, chunk: Any) -> None:
+        self.count = strategy.num_replicas_in_sync
+        self._strategy = strategy
+        self._chunk = chunk
+        functions = _DISTRIBUTED.setdefault(chunk, {})
+        if id(strategy) not in functions:
+
+            def run_replicas(inputs, keys):
+                return strategy.run(chunk, args=(inputs, keys))
+
+            functions[id(strategy)] = (
+                strategy,  # kept alive with its function: ids are not reused
+                tf.function(run_replicas, reduce_retracing=True, autograph=False),
+            )
+        self._run = functions[id(strategy)][1]
+
+    def run(self, calls: list) -> list:
+        if len(calls) < self.count:  # the last few chunks: one after another
+            return [self._chunk(inputs, key) for inputs, key in calls]
+        strategy = self._strategy
+
+        def per_replica(position):
+            def value(context):
+                return calls[context.replica_id_in_sync_group][position]
+
+            return strategy.experimental_distribute_values_from_function(value)
+
+        outputs = self._run(per_replica(0), per_replica(1))
+
+        def replica(index):
+            def local(value):
+                if isinstance(value, tf.distribute.DistributedValues):
+                    return strategy.experimental_local_results(value)[index]
+                return value
+
+            return tf.nest.map_structure(local, outputs)
+
+        return [replica(index) for index in range(self.count)]

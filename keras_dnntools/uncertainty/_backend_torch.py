@@ -48,6 +48,7 @@ def keep_mask(
 
 
 run_loop = _backend_portable.run_loop
+replicas = _backend_portable.replicas
 
 
 def compile_chunk(run_chunk: Any, interpreter: Any) -> Any:

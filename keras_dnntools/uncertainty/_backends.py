@@ -14,7 +14,12 @@ Each backend module offers the same five functions:
   block ``(per_step, rows, ...)``) after the first `blocks`, and all the
   samples concatenated when asked;
 * ``compile_chunk(run_chunk, interpreter)``: the compiled chunk function,
-  called as ``f(inputs, key)``.
+  called as ``f(inputs, key)``;
+* ``replicas(chunk, model)``: None, or the model's local replicas (the
+  replicas of a `tf.distribute.MirroredStrategy`, the local devices of a
+  JAX `keras.distribution`): an object with ``count`` and ``run(calls)``,
+  which runs up to ``count`` chunk calls ``(inputs, key)`` at once, one per
+  replica, and returns their results in order.
 
 The modules are imported lazily: under JAX or torch TensorFlow is never
 imported.

@@ -180,29 +180,51 @@ def mc_predict(
     first, last = (0, n_instances) if shard is None else (shard.start, shard.stop)
     if shard is not None:
         seed = _sampler.chunk_seed(seed, _PROCESS_STREAMS + shard.index)
+    # Several local replicas (MirroredStrategy, a JAX distribution over local
+    # devices): each samples its own chunks, with the chunks' own keys.
+    replicas = backend.replicas(run_chunk, model)
+    if replicas is not None and batch_size is None:
+        rows = max(1, min(rows, -(-(last - first) // replicas.count)))
+    chunks = [
+        (index, start, min(start + rows, last))
+        for index, start in enumerate(range(first, last, rows))
+    ]
+    group = 1 if replicas is None else replicas.count
     progress = keras.utils.Progbar(last - first) if verbose else None
     results: list | None = None
     with _graph.patched_dropout(
         interpreter.opaque_dropout_layers, _sampler.sample_with_current
     ):
-        for index, start in enumerate(range(first, last, rows)):
-            stop = min(start + rows, last)
-            chunk = keras.tree.pack_sequence_as(
-                structure,
-                [keras.ops.convert_to_tensor(leaf[start:stop]) for leaf in leaves],
-            )
-            key = backend.chunk_key(_sampler.chunk_seed(seed, index))
-            states, samples = run_chunk(chunk, key)
-            if results is None:
-                results = [
-                    _Accumulator(dtype, n_instances, n_samples, output_kind)
-                    for dtype in interpreter.output_dtypes
-                ]
-            for position, result in enumerate(results):
-                kept = None if samples is None else samples[position]
-                result.add(states[position], kept, start, stop)
-            if progress is not None:
-                progress.update(stop - first)
+        for offset in range(0, len(chunks), group):
+            batch = chunks[offset : offset + group]
+            calls = [
+                (
+                    keras.tree.pack_sequence_as(
+                        structure,
+                        [
+                            keras.ops.convert_to_tensor(leaf[start:stop])
+                            for leaf in leaves
+                        ],
+                    ),
+                    backend.chunk_key(_sampler.chunk_seed(seed, index)),
+                )
+                for index, start, stop in batch
+            ]
+            if replicas is None:
+                outputs = [run_chunk(*call) for call in calls]
+            else:
+                outputs = replicas.run(calls)
+            for (_, start, stop), (states, samples) in zip(batch, outputs, strict=True):
+                if results is None:
+                    results = [
+                        _Accumulator(dtype, n_instances, n_samples, output_kind)
+                        for dtype in interpreter.output_dtypes
+                    ]
+                for position, result in enumerate(results):
+                    kept = None if samples is None else samples[position]
+                    result.add(states[position], kept, start, stop)
+                if progress is not None:
+                    progress.update(stop - first)
     if shard is not None:
         for result in results:
             result.gather(shard)

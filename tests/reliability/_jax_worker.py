@@ -310,6 +310,20 @@ def model_parallel(process_id, process_count):
     }
 
 
+def _mc_model():
+    import keras
+
+    keras.utils.set_random_seed(1)
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+
+
 def mc_predict(process_id, process_count):
     """`mc_predict` with the same `x` on every process: who samples what."""
     import keras
@@ -319,15 +333,7 @@ def mc_predict(process_id, process_count):
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(MC_ROWS, 6)).astype("float32")
-    keras.utils.set_random_seed(1)
-    model = keras.Sequential(
-        [
-            keras.Input((6,)),
-            keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dropout(0.5),
-            keras.layers.Dense(3, activation="softmax"),
-        ]
-    )
+    model = _mc_model()
     sampled = []  # the rows of every chunk this process samples
     compiled = monte_carlo._compiled
 
@@ -356,7 +362,50 @@ def mc_predict(process_id, process_count):
     }
 
 
+def mc_local_devices(process_id, process_count):
+    """One process with 2 local devices: `mc_predict` samples its chunks on
+    both, with the chunks' own keys (the single-device result, exactly)."""
+    import jax
+    import keras
+
+    import keras_dnntools as kdt
+    from keras_dnntools.uncertainty import _backend_jax
+
+    del process_id, process_count
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(MC_ROWS, 6)).astype("float32")
+    model = _mc_model()
+    placed = []  # per call of the replicas: (rows, device) of each chunk
+    run = _backend_jax._DeviceReplicas.run
+
+    def spy(self, calls):
+        outputs = run(self, calls)
+        placed.append(
+            [
+                (int(inputs.shape[0]), str(next(iter(states[0]["mean"].devices()))))
+                for (inputs, _), (states, _) in zip(calls, outputs, strict=True)
+            ]
+        )
+        return outputs
+
+    _backend_jax._DeviceReplicas.run = spy
+    kwargs = dict(n_samples=MC_SAMPLES, seed=3, batch_size=64, return_samples=True)
+    sharded = kdt.uncertainty.mc_predict(model, x, **kwargs)
+    default = kdt.uncertainty.mc_predict(model, x, n_samples=MC_SAMPLES, seed=3)
+    keras.distribution.set_distribution(None)
+    one_device = kdt.uncertainty.mc_predict(model, x, **kwargs)
+    return {
+        "local_devices": len(jax.local_devices()),
+        "placed": placed,
+        "samples": sharded.samples,
+        "one_device_samples": one_device.samples,
+        "default_mean": default.mean,
+        "one_device_mean": one_device.mean,
+    }
+
+
 SCENARIOS = {
+    "mc_local_devices": mc_local_devices,
     "mc_predict": mc_predict,
     "schedules": schedules,
     "finder": finder,

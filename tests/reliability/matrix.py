@@ -318,6 +318,40 @@ MATRIX: dict[str, Row] = {
 }
 
 
+def _with_check(check: str, keys: set[str]) -> None:
+    """Adds `check` to the rows of `keys` (it was listed as not applying)."""
+    for key in keys:
+        row = MATRIX[key]
+        MATRIX[key] = dataclasses.replace(
+            row,
+            checks=(*row.checks, check),
+            na={name: why for name, why in row.na.items() if name != check},
+        )
+
+
+# tests/reliability/test_distribute.py: one scenario per group of components.
+_with_check(
+    "distribute",
+    {
+        key
+        for key in MATRIX
+        if key.split(".")[0]
+        in ("layers", "schedules", "transfer", "uncertainty", "initializers")
+    }
+    | {
+        "callbacks.PowerScheduler",
+        "callbacks.ExponentialScheduler",
+        "callbacks.LearningRateFinder",
+        "callbacks.find_learning_rate",
+        "callbacks.release",
+        "callbacks.TrainingMonitor",
+        "metrics.ExpectedCalibrationError",
+        "diagnostics.check",
+    }
+    - {key for key, row in MATRIX.items() if "distribute" in row.checks},
+)
+
+
 def keys_for(check: str) -> list[Any]:
     """The `pytest.param`s of every public object the check applies to.
 

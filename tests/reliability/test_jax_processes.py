@@ -204,8 +204,13 @@ def test_mc_predict_samples_are_independent_across_the_process_boundary():
         assert abs(np.corrcoef(left, right)[0, 1]) <= 4 / np.sqrt(len(totals))
 
 
+# Run on its own, in one process with 2 local devices.
+ALONE = ("mc_local_devices",)
+
+
 def test_every_scenario_runs_in_a_group():
-    assert sorted(SCENARIOS) == sorted(name for group in GROUPS for name in group)
+    grouped = [name for group in GROUPS for name in group]
+    assert sorted(SCENARIOS) == sorted(grouped + list(ALONE))
 
 
 def test_a_failing_process_stops_the_run_and_leaves_nothing_running():
@@ -217,3 +222,25 @@ def test_a_failing_process_stops_the_run_and_leaves_nothing_running():
     for pid in _processes.last_pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_mc_predict_samples_on_every_local_device():
+    """One process with 2 CPU devices under `DataParallel`: each device samples
+    its own chunks, each chunk with its own key, so the result is exactly the
+    single-device one for the same `batch_size`."""
+    devices = "--xla_force_host_platform_device_count=2"
+    env = {**JAX, "XLA_FLAGS": f"{JAX['XLA_FLAGS']} {devices}"}
+    (run,) = _processes.run(WORKER, "mc_local_devices", processes=1, env=env)
+    result = run["result"]["mc_local_devices"]
+    assert result["local_devices"] == 2
+    # 200 rows in chunks of 64: two at a time, one per device, then 8 rows.
+    sharded, default = result["placed"][:2], result["placed"][2:]
+    assert [[rows for rows, _ in call] for call in sharded] == [[64, 64], [64, 8]]
+    for call in sharded:
+        assert [device for _, device in call] == ["cpu:0", "cpu:1"]
+    np.testing.assert_allclose(
+        result["samples"], result["one_device_samples"], rtol=1e-6, atol=1e-7
+    )
+    # The default batch size splits the rows evenly over the devices.
+    assert [[rows for rows, _ in call] for call in default] == [[100, 100]]
+    assert result["default_mean"].shape == result["one_device_mean"].shape
