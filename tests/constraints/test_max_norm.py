@@ -169,7 +169,7 @@ def weights_of(layer, name):
     return next(w for w in layer.weights if w.name == name)
 
 
-def fit_hard(model, input_shape, epochs=2, jit_compile=False):
+def fit_hard(model, input_shape, epochs=2, jit_compile="auto"):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, *input_shape)).astype("float32")
     y = rng.normal(size=(32, 1)).astype("float32") * 10
