@@ -31,7 +31,8 @@ of the moment):
    random layers too: they save their random generator's state, so the loaded
    model draws exactly the numbers the original draws next.
 
-Every failure names the check that broke. One subprocess per call.
+Every failure names the check that broke. One subprocess per call (or, with
+`check_save_load_fresh_process_many`, one for several layers).
 """
 
 from __future__ import annotations
@@ -197,50 +198,64 @@ _CHILD = textwrap.dedent(
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import numpy as np
-    import tensorflow as tf
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf.config.threading.set_intra_op_parallelism_threads(1)
+    if os.environ["KERAS_BACKEND"] == "tensorflow":
+        import tensorflow as tf
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(1)
     import keras
     import keras_dnntools  # registers our classes, as a user's import does
-    folder = sys.argv[1]
-    model = keras.models.load_model(
-        os.path.join(folder, "model.keras"), safe_mode=True
-    )
-    layer = model.get_layer(sys.argv[2])
-    x = np.load(os.path.join(folder, "x.npy"))
-    predictions = model.predict(x, batch_size=4, verbose=0)
-    np.save(os.path.join(folder, "child.npy"), predictions)
-    info = {
-        "module": type(layer).__module__,
-        "class": type(layer).__name__,
-        "config": layer.get_config(),
-    }
-    with open(os.path.join(folder, "child.json"), "w") as file:
-        json.dump(info, file)
+    for folder, name in zip(sys.argv[1::2], sys.argv[2::2]):
+        model = keras.models.load_model(
+            os.path.join(folder, "model.keras"), safe_mode=True
+        )
+        layer = model.get_layer(name)
+        x = np.load(os.path.join(folder, "x.npy"))
+        predictions = model.predict(x, batch_size=4, verbose=0)
+        np.save(os.path.join(folder, "child.npy"), predictions)
+        info = {
+            "module": type(layer).__module__,
+            "class": type(layer).__name__,
+            "config": layer.get_config(),
+        }
+        with open(os.path.join(folder, "child.json"), "w") as file:
+            json.dump(info, file)
     """
 )
 
 
 def check_save_load_fresh_process(make_layer, input_shape, tmp_path: Path) -> None:
     """`.keras` save, then load_model(safe_mode=True) in a fresh process."""
-    x, y = _data(input_shape)
-    keras.utils.set_random_seed(0)
-    layer = make_layer()
-    model = _compile(_trainable_model(layer, input_shape))
-    model.fit(x, y, batch_size=BATCH_SIZE, epochs=1, verbose=0)
-    folder = Path(tmp_path)
-    path = folder / "model.keras"
-    model.save(path)
-    np.save(folder / "x.npy", x)
-    # The saved model's next predictions: a random layer saves its generator
-    # state, so the loaded model draws the same numbers as the original.
-    reference = model.predict(x, batch_size=BATCH_SIZE, verbose=0)
+    check_save_load_fresh_process_many([(make_layer, input_shape)], tmp_path)
+
+
+def check_save_load_fresh_process_many(cases, tmp_path: Path) -> None:
+    """`check_save_load_fresh_process` for each ``(make_layer, input_shape)``
+    of `cases`, with one fresh process for all (its imports are most of its
+    cost)."""
+    saved = []
+    for index, (make_layer, input_shape) in enumerate(cases):
+        x, y = _data(input_shape)
+        keras.utils.set_random_seed(0)
+        layer = make_layer()
+        model = _compile(_trainable_model(layer, input_shape))
+        model.fit(x, y, batch_size=BATCH_SIZE, epochs=1, verbose=0)
+        folder = Path(tmp_path) / str(index)
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save(folder / "model.keras")
+        np.save(folder / "x.npy", x)
+        # The saved model's next predictions: a random layer saves its
+        # generator state, so the loaded model draws the same numbers.
+        reference = model.predict(x, batch_size=BATCH_SIZE, verbose=0)
+        saved.append((folder, layer, reference))
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(
         [str(REPOSITORY), environment.get("PYTHONPATH", "")]
     )
+    arguments = [
+        str(part) for folder, layer, _ in saved for part in (folder, layer.name)
+    ]
     completed = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(folder), layer.name],
+        [sys.executable, "-c", _CHILD, *arguments],
         capture_output=True,
         text=True,
         env=environment,
@@ -250,21 +265,23 @@ def check_save_load_fresh_process(make_layer, input_shape, tmp_path: Path) -> No
     assert completed.returncode == 0, (
         f"load_model in a fresh process failed:\n{completed.stderr[-4000:]}"
     )
-    info = json.loads((folder / "child.json").read_text())
-    loaded_class = f"{info['module']}.{info['class']}"
-    expected_class = f"{type(layer).__module__}.{type(layer).__name__}"
-    assert loaded_class == expected_class, (
-        f"fresh process: loaded layer is {loaded_class}, expected {expected_class}"
-    )
-    expected_config = json.loads(json.dumps(layer.get_config()))
-    assert info["config"] == expected_config, (
-        f"fresh process: config {info['config']}, expected {expected_config}"
-    )
-    np.testing.assert_array_equal(
-        np.load(folder / "child.npy"),
-        reference,
-        err_msg="fresh process: predictions of the loaded model differ",
-    )
+    for folder, layer, reference in saved:
+        what = f"fresh process, {type(layer).__name__}"
+        info = json.loads((folder / "child.json").read_text())
+        loaded_class = f"{info['module']}.{info['class']}"
+        expected_class = f"{type(layer).__module__}.{type(layer).__name__}"
+        assert loaded_class == expected_class, (
+            f"{what}: loaded layer is {loaded_class}, expected {expected_class}"
+        )
+        expected_config = json.loads(json.dumps(layer.get_config()))
+        assert info["config"] == expected_config, (
+            f"{what}: config {info['config']}, expected {expected_config}"
+        )
+        np.testing.assert_array_equal(
+            np.load(folder / "child.npy"),
+            reference,
+            err_msg=f"{what}: predictions of the loaded model differ",
+        )
 
 
 def check_layer_contract(
@@ -273,6 +290,7 @@ def check_layer_contract(
     *,
     tmp_path: Any,
     deterministic: bool = True,
+    fresh_process: bool = True,
 ) -> None:
     """Runs every check of the layer contract (see the module docstring).
 
@@ -282,9 +300,13 @@ def check_layer_contract(
         tmp_path: a fresh folder (pytest's `tmp_path`).
         deterministic: whether the layer's inference (`predict`) output is
             deterministic (RReLU: yes; Monte Carlo dropout: no).
+        fresh_process: run check 6 here; a module with several layers
+            passes False and checks them all in one fresh process with
+            `check_save_load_fresh_process_many`.
     """
     check_build_and_shapes(make_layer, input_shape)
     check_config_round_trip(make_layer, input_shape)
     check_fit_and_jit(make_layer, input_shape, deterministic)
     check_mixed_precision(make_layer, input_shape)
-    check_save_load_fresh_process(make_layer, input_shape, tmp_path)
+    if fresh_process:
+        check_save_load_fresh_process(make_layer, input_shape, tmp_path)

@@ -6,7 +6,10 @@ import pytest
 import tensorflow as tf
 
 import keras_dnntools as kdt
-from tests.layer_contract import check_layer_contract
+from tests.layer_contract import (
+    check_layer_contract,
+    check_save_load_fresh_process_many,
+)
 
 L = kdt.layers
 
@@ -47,7 +50,16 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_contract(case, tmp_path):
     make, input_shape, _ = CASES[case]
-    check_layer_contract(make, input_shape, tmp_path=tmp_path, deterministic=False)
+    check_layer_contract(
+        make, input_shape, tmp_path=tmp_path, deterministic=False, fresh_process=False
+    )
+
+
+def test_contract_save_load_in_a_fresh_process(tmp_path):
+    """Check 6 of the contract, for every layer of `CASES` in one process."""
+    check_save_load_fresh_process_many(
+        [(make, input_shape) for make, input_shape, _ in CASES.values()], tmp_path
+    )
 
 
 @pytest.mark.parametrize("case", CASES)
