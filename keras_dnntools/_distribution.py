@@ -5,7 +5,8 @@ that belongs to a model built in `strategy.scope()` must be created in that
 scope too: Keras enters it inside `fit()`, but callbacks (`on_train_begin`,
 `on_epoch_begin`) and helpers called between `fit`s run outside it. Optimizer
 slots that we build there (`LearningRateFinder`, `GradualUnfreezing`) go
-through `strategy_scope`. Other backends have no strategy: a no-op.
+through `strategy_scope`. Inside a mirrored step, `replica_context` tells a
+computation which replica runs it. Other backends have no strategy: no-ops.
 """
 
 from __future__ import annotations
@@ -22,3 +23,16 @@ def strategy_scope(model: keras.Model) -> Any:
     if strategy is None or keras.backend.backend() != "tensorflow":
         return contextlib.nullcontext()
     return strategy.scope()
+
+
+def replica_context() -> Any:
+    """The replica context of a TensorFlow step run by one of several replicas
+    (a `MirroredStrategy`), else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync < 2:
+        return None
+    return context

@@ -37,6 +37,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_dnntools._distribution import replica_context
+
 _TWO_32 = 2**32
 # Replica r of a MirroredStrategy draws from seed + r * _REPLICA_STRIDE (the
 # seed's first word; the generator counts in the second).
@@ -77,8 +79,8 @@ def _tf_seed_and_algorithm(seed: Any) -> tuple[Any, str]:
         state = seed.next()
     else:  # an int: the stateless [seed, 0], as keras.random does.
         state = tf.constant([seed, 0], dtype="int64")
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
+    context = replica_context()
+    if context is not None:
         # Under a MirroredStrategy every replica reads the same generator
         # state: without its id, each replica would draw the same masks for
         # its share of the global batch (as keras.layers.Dropout does).

@@ -85,7 +85,7 @@ class ScheduledHyperparameter(keras.Variable):
         variable is assigned; between steps its value is set from Python
         (`sync_rate_variable`).
         """
-        if keras.backend.backend() == "tensorflow" and _tracing():
+        if keras.backend.backend() == "tensorflow" and _inside_function():
             self._step_value = value
         else:
             self._step_value = None
@@ -124,7 +124,7 @@ class ScheduledHyperparameter(keras.Variable):
     __hash__ = keras.Variable.__hash__
 
 
-def _tracing() -> bool:
+def _inside_function() -> bool:
     import tensorflow as tf
 
     return tf.inside_function()
@@ -134,7 +134,7 @@ def _in_graph_of(tensor: Any) -> bool:
     """Whether TensorFlow is tracing `tensor`'s graph or a graph nested in it."""
     import tensorflow as tf
 
-    if not tf.inside_function():
+    if not _inside_function():
         return False
     graph = tf.compat.v1.get_default_graph()
     while graph is not None:

@@ -17,22 +17,9 @@ the statistics are computed from them:
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 
 from keras_dnntools.diagnostics._inspection import RELU_FAMILY, SATURATION
-
-
-def replica_context():
-    """The replica context of a step run by one of several replicas, else None."""
-    if keras.backend.backend() != "tensorflow":
-        return None
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync < 2:
-        return None
-    return context
 
 
 def _units(kind: str, width: int) -> int:

@@ -10,6 +10,7 @@ import numpy as np
 from keras import ops
 
 from keras_dnntools import _keras_compat
+from keras_dnntools._distribution import replica_context
 from keras_dnntools._registry import public
 from keras_dnntools._validation import (
     check_bool,
@@ -482,7 +483,7 @@ class TrainingMonitor(keras.callbacks.Callback):
                 zero = ops.zeros((), "float32")
                 return parts, hists, grads, zero, zero
 
-            context = _replica_stats.replica_context()
+            context = replica_context()
             if context is None:
                 measured = tf.cond(should, measure, skip)
             else:  # MirroredStrategy: the statistics of the global batch
