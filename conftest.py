@@ -18,6 +18,15 @@ os.environ.setdefault(
     "XLA_FLAGS",
     "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
 )
+# JAX: many tests compile the same small models; XLA's compilations are kept
+# on disk and shared by the pytest workers and the processes tests start. The
+# key covers the program, the JAX version and the flags: a hit is the same
+# executable. Set before the workers start, so that they inherit it.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(os.path.dirname(__file__), ".pytest_cache", "jax-compilations"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # Tests must never reach the network (datasets, weights): fail fast if they try.
 os.environ.setdefault("NO_PROXY", "*")
 

@@ -11,13 +11,13 @@ with `SGD(momentum=0.9)`, timed with:
   Python in `on_train_batch_begin` (rate only, as in the book),
 
 each with `steps_per_execution=1` and `=32`. TensorFlow runs on one thread.
-Every run builds and compiles a fresh model and fits it for 2 epochs; the
-second epoch is timed (the first one also holds the trace of the train step,
-whose duration varies by more than the cost being measured). After one
-warm-up round, runs are interleaved (round robin, the order rotated every
-round); for each variant the script prints the minimum wall time, the ratio of
-minima to the constant rate of the same `steps_per_execution`, and the median
-of the per-round ratios.
+Every run builds and compiles a fresh model and fits it for 2 epochs
+(`--epochs`); every epoch after the first is timed (the first one also holds
+the trace of the train step, whose duration varies by more than the cost being
+measured). After one warm-up round, runs are interleaved (round robin, the
+order rotated every round); for each variant the script prints the minimum
+wall time, the ratio of minima to the constant rate of the same
+`steps_per_execution`, and the median of the per-round ratios.
 The "rates applied" column counts the optimizer steps that got the rate their
 schedule meant: the book-style callback runs once per execution, so under
 `steps_per_execution=32` most steps keep a stale rate (counted by the callback
@@ -34,6 +34,9 @@ Usage::
     python benchmarks/bench_schedules.py --quick    # 3 rounds, 12,000 rows
     python benchmarks/bench_schedules.py --model small
     KERAS_BACKEND=jax python benchmarks/bench_schedules.py --model small
+    # issue 10's steps_per_execution=32 figure, 5 timed epochs of 1,800 steps:
+    python benchmarks/bench_schedules.py --model small --rows 57600 --epochs 6 \
+        --steps-per-execution 32 --rounds 11
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ if keras.backend.backend() == "tensorflow":
 HIDDEN = {"book": (300, 100), "small": (128,)}
 
 BATCH_SIZE = 32
-EPOCHS = 2  # the second epoch is timed: tracing (once per fit) would swamp it
+EPOCHS = 2  # epochs after the first are timed: tracing (once per fit) would swamp it
 MAX_LEARNING_RATE = 0.05
 TARGET = 1.05  # OneCycleScheduler against the constant rate
 
@@ -177,18 +180,39 @@ def run_once(kind, steps_per_execution, x, y):
         updates = steps
     else:
         updates = None
-    return timer.durations[-1], updates, steps
+    return sum(timer.durations[1:]), updates, steps
 
 
 def main():
+    global MODEL, EPOCHS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds, 12,000 rows")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--model", choices=sorted(HIDDEN), default="book")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=EPOCHS,
+        help="epochs per fit (>= 2); all but the first are timed",
+    )
+    parser.add_argument(
+        "--steps-per-execution",
+        type=int,
+        choices=(1, 32),
+        default=None,
+        help="time only this steps_per_execution (default: 1 and 32)",
+    )
     arguments = parser.parse_args()
-    global MODEL
     MODEL = arguments.model
+    if arguments.epochs < 2:
+        parser.error(
+            f"--epochs: expected >= 2 (the first is not timed), got {arguments.epochs}"
+        )
+    EPOCHS = arguments.epochs
+    spes = (1, 32)
+    if arguments.steps_per_execution:
+        spes = (arguments.steps_per_execution,)
     default_rows = 19_200 if MODEL == "small" else 60_000
     rows = arguments.rows or (12_000 if arguments.quick else default_rows)
     rounds = arguments.rounds or (3 if arguments.quick else 7)
@@ -197,7 +221,7 @@ def main():
     x = rng.normal(size=(rows, 784)).astype("float32")
     y = rng.integers(0, 10, size=rows)
     kinds = ["constant rate", "OneCycleScheduler", "book-style callback"]
-    configs = [(kind, spe) for spe in (1, 32) for kind in kinds]
+    configs = [(kind, spe) for spe in spes for kind in kinds]
     load_before = os.getloadavg()[0]
     for config in configs:  # warm-up: imports, first traces, allocator
         run_once(*config, x[: 50 * BATCH_SIZE], y[: 50 * BATCH_SIZE])
@@ -212,8 +236,8 @@ def main():
             times[config].append(seconds)
             updates[config] = count
     print(
-        f"fit, second epoch of 2, {rows:,} x 784 rows, batch {BATCH_SIZE} "
-        f"({steps:,} steps), "
+        f"fit, epochs 2-{EPOCHS} of {EPOCHS} timed, {rows:,} x 784 rows, "
+        f"batch {BATCH_SIZE} ({steps:,} steps an epoch), "
         f"MLP 784-{'-'.join(map(str, HIDDEN[MODEL]))}-10, {rounds} rounds, "
         f"keras {keras.__version__}, {keras.backend.backend()} on 1 thread, "
         f"load average {load_before:.1f} before, "
@@ -224,7 +248,7 @@ def main():
         f"{'ratio of minima':>17}{'median ratio':>14}{'rates applied':>15}  target"
     )
     missed = []
-    for spe in (1, 32):
+    for spe in spes:
         baseline = times[("constant rate", spe)]
         for kind in kinds:
             series = times[(kind, spe)]

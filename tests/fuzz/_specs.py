@@ -63,35 +63,19 @@ class Context:
         model.optimizer.build(model.trainable_variables)
         return model
 
-    @functools.cached_property
+    # The monitor, report and prediction are read-only inputs of the calls
+    # fuzzed (plots, DiagnosticReport): built once per process, not per test.
+    @property
     def monitor(self):
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential(
-            [keras.Input((FEATURES,)), keras.layers.Dense(3, activation="relu")]
-        )
-        model.add(keras.layers.Dense(OUTPUTS))
-        model.compile(optimizer="sgd", loss="mse")
-        monitor = kdt.callbacks.TrainingMonitor(histograms=True)
-        model.fit(
-            self.x, self.y, epochs=1, batch_size=4, verbose=0, callbacks=[monitor]
-        )
-        return monitor
+        return _shared_monitor()
 
-    @functools.cached_property
+    @property
     def report(self):
-        return kdt.diagnostics.check(self.model, self.x, self.y)
+        return _shared_report()
 
-    @functools.cached_property
+    @property
     def prediction(self):
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential(
-            [
-                keras.Input((FEATURES,)),
-                kdt.layers.MCDropout(0.5, seed=0),
-                keras.layers.Dense(OUTPUTS, activation="softmax"),
-            ]
-        )
-        return kdt.uncertainty.mc_predict(model, self.x, 4, seed=0)
+        return _shared_prediction()
 
     def snapshot(self):
         """Everything a refused call must leave as it was (None if no model yet)."""
@@ -112,6 +96,39 @@ class Context:
             ],
             "compiled": model.compiled,
         }
+
+
+@functools.cache
+def _shared_monitor():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((FEATURES,)), keras.layers.Dense(3, activation="relu")]
+    )
+    model.add(keras.layers.Dense(OUTPUTS))
+    model.compile(optimizer="sgd", loss="mse")
+    monitor = kdt.callbacks.TrainingMonitor(histograms=True)
+    model.fit(
+        Context.x, Context.y, epochs=1, batch_size=4, verbose=0, callbacks=[monitor]
+    )
+    return monitor
+
+
+@functools.cache
+def _shared_report():
+    return kdt.diagnostics.check(Context().model, Context.x, Context.y)
+
+
+@functools.cache
+def _shared_prediction():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            kdt.layers.MCDropout(0.5, seed=0),
+            keras.layers.Dense(OUTPUTS, activation="softmax"),
+        ]
+    )
+    return kdt.uncertainty.mc_predict(model, Context.x, 4, seed=0)
 
 
 def _same(before, after):
